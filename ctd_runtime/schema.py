@@ -1,0 +1,220 @@
+"""Landmark schemas: which points a model predicts, which pair measures PFL, which pairs flip.
+
+A schema maps a source annotation's point indices (e.g. IMM's 58 points) to the K landmarks a
+model predicts. It serialises to JSON because it travels inside checkpoints and ONNX metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctd_runtime.errors import CtdError
+
+
+@dataclass(frozen=True)
+class LandmarkSchema:
+    """K named landmarks picked from a source annotation.
+
+    `pfl_pair` is (endocanthion, exocanthion) as indices into this schema's K landmarks.
+    `flip_pairs` lists (i, j) landmark indices that a horizontal flip swaps; empty for one-eye
+    (asymmetric) schemas, for which flip augmentation is refused.
+    """
+
+    name: str
+    landmark_names: tuple[str, ...]
+    source_indices: tuple[int, ...]
+    pfl_pair: tuple[int, int]
+    flip_pairs: tuple[tuple[int, int], ...] = ()
+    num_source_points: int | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        k = len(self.landmark_names)
+        if k == 0:
+            raise CtdError(f"schema {self.name!r} has no landmarks")
+        if len(self.source_indices) != k:
+            raise CtdError(
+                f"schema {self.name!r}: {k} landmark names but {len(self.source_indices)} source indices"
+            )
+        if len(set(self.landmark_names)) != k:
+            raise CtdError(f"schema {self.name!r}: landmark names are not unique")
+        if any(i < 0 for i in self.source_indices):
+            raise CtdError(f"schema {self.name!r}: negative source index")
+        if self.num_source_points is not None:
+            bad = [i for i in self.source_indices if i >= self.num_source_points]
+            if bad:
+                raise CtdError(
+                    f"schema {self.name!r}: source index {bad[0]} is beyond the annotation's "
+                    f"{self.num_source_points} points"
+                )
+        for i in self.pfl_pair:
+            if not 0 <= i < k:
+                raise CtdError(f"schema {self.name!r}: PFL index {i} outside 0..{k - 1}")
+        if self.pfl_pair[0] == self.pfl_pair[1]:
+            raise CtdError(f"schema {self.name!r}: PFL pair uses the same landmark twice")
+        seen: set[int] = set()
+        for a, b in self.flip_pairs:
+            if not (0 <= a < k and 0 <= b < k) or a == b:
+                raise CtdError(f"schema {self.name!r}: bad flip pair ({a}, {b})")
+            if a in seen or b in seen:
+                raise CtdError(f"schema {self.name!r}: landmark in more than one flip pair")
+            seen.update((a, b))
+
+    @property
+    def num_landmarks(self) -> int:
+        return len(self.landmark_names)
+
+    @property
+    def can_flip(self) -> bool:
+        """True when horizontal flip has a well-defined landmark permutation."""
+        return len(self.flip_pairs) > 0
+
+    def flip_permutation(self) -> np.ndarray:
+        """Index array p with flipped[i] = original[p[i]] after a horizontal flip."""
+        if not self.can_flip:
+            raise CtdError(
+                f"schema {self.name!r} has no left/right flip pairs (one-eye schema): "
+                "horizontal flip would mislabel landmarks; disable flip augmentation"
+            )
+        perm = np.arange(self.num_landmarks)
+        for a, b in self.flip_pairs:
+            perm[a], perm[b] = b, a
+        return perm
+
+    def select(self, source_points: np.ndarray, where: str | Path | None = None) -> np.ndarray:
+        """Pick this schema's K points from source points [..., P, 2]."""
+        pts = np.asarray(source_points)
+        p = pts.shape[-2]
+        bad = [i for i in self.source_indices if i >= p]
+        if bad:
+            raise CtdError(
+                f"schema {self.name!r} needs source point {bad[0]} but the annotation has only {p} points",
+                path=where,
+            )
+        return pts[..., list(self.source_indices), :]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "landmark_names": list(self.landmark_names),
+            "source_indices": list(self.source_indices),
+            "pfl_pair": list(self.pfl_pair),
+            "flip_pairs": [list(p) for p in self.flip_pairs],
+            "num_source_points": self.num_source_points,
+            "description": self.description,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str | Path | None = None) -> "LandmarkSchema":
+        try:
+            return cls(
+                name=str(d["name"]),
+                landmark_names=tuple(str(n) for n in d["landmark_names"]),
+                source_indices=tuple(int(i) for i in d["source_indices"]),
+                pfl_pair=(int(d["pfl_pair"][0]), int(d["pfl_pair"][1])),
+                flip_pairs=tuple((int(a), int(b)) for a, b in d.get("flip_pairs", [])),
+                num_source_points=(
+                    None if d.get("num_source_points") is None else int(d["num_source_points"])
+                ),
+                description=str(d.get("description", "")),
+            )
+        except CtdError as e:
+            raise CtdError(str(e), path=where) from None
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise CtdError(f"not a valid landmark schema ({type(e).__name__}: {e})", path=where) from None
+
+    @classmethod
+    def from_json(cls, text: str, where: str | Path | None = None) -> "LandmarkSchema":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CtdError(f"schema is not valid JSON: {e}", path=where) from None
+        return cls.from_dict(d, where=where)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LandmarkSchema":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise CtdError(f"cannot read schema file: {e.strerror}", path=path) from None
+        return cls.from_json(text, where=path)
+
+
+def _imm58() -> LandmarkSchema:
+    names = (
+        [f"jaw_{i}" for i in range(13)]
+        + ["l_exocanthion", "l_upper_lid_1", "l_upper_lid_2", "l_upper_lid_3", "l_endocanthion",
+           "l_lower_lid_1", "l_lower_lid_2", "l_lower_lid_3"]
+        + ["r_exocanthion", "r_upper_lid_1", "r_upper_lid_2", "r_upper_lid_3", "r_endocanthion",
+           "r_lower_lid_1", "r_lower_lid_2", "r_lower_lid_3"]
+        + [f"l_brow_{i}" for i in range(5)]
+        + [f"r_brow_{i}" for i in range(5)]
+        + ["r_cheilion", "upper_lip_r", "upper_lip_mid", "upper_lip_l", "l_cheilion",
+           "lower_lip_l", "lower_lip_mid", "lower_lip_r"]
+        + ["r_nasal_bridge", "r_nose_side_1", "r_nose_side_2", "r_ala", "r_nostril_base",
+           "subnasale", "l_nostril_base", "l_ala", "l_nose_side_2", "l_nose_side_1", "l_nasal_bridge"]
+    )
+    flips = (
+        [(i, 12 - i) for i in range(6)]           # jaw outline
+        + [(13 + i, 21 + i) for i in range(8)]    # eyes (both contours start at the lateral corner)
+        + [(29 + i, 34 + i) for i in range(5)]    # brows (both start medial)
+        + [(39, 43), (40, 42), (44, 46)]          # mouth corners and lips
+        + [(47 + i, 57 - i) for i in range(5)]    # nose sides
+    )
+    return LandmarkSchema(
+        name="imm58",
+        landmark_names=tuple(names),
+        source_indices=tuple(range(58)),
+        pfl_pair=(25, 21),
+        flip_pairs=tuple(flips),
+        num_source_points=58,
+        description="All 58 IMM Face Database points; PFL on the subject's right eye (25-21).",
+    )
+
+
+def _imm14() -> LandmarkSchema:
+    picks = [
+        (21, "r_exocanthion"), (22, "r_upper_lid_1"), (23, "r_upper_lid_2"), (24, "r_upper_lid_3"),
+        (25, "r_endocanthion"), (26, "r_lower_lid_1"), (27, "r_lower_lid_2"), (28, "r_lower_lid_3"),
+        (50, "r_ala"), (52, "subnasale"), (54, "l_ala"),
+        (39, "r_cheilion"), (43, "l_cheilion"), (45, "lower_lip_mid"),
+    ]
+    return LandmarkSchema(
+        name="imm14",
+        landmark_names=tuple(n for _, n in picks),
+        source_indices=tuple(i for i, _ in picks),
+        pfl_pair=(4, 0),
+        flip_pairs=(),
+        num_source_points=58,
+        description="One eye + nose + mouth from IMM (like the one-eye clinical schema); no flip pairs.",
+    )
+
+
+_BUILTIN = {"imm14": _imm14, "imm58": _imm58}
+
+
+def builtin_schema_names() -> list[str]:
+    return sorted(_BUILTIN)
+
+
+def get_schema(name_or_path: str | Path) -> LandmarkSchema:
+    """A built-in schema by name, or a user schema from a JSON file."""
+    key = str(name_or_path)
+    if key in _BUILTIN:
+        return _BUILTIN[key]()
+    path = Path(key)
+    if path.suffix == ".json" or path.exists():
+        return LandmarkSchema.load(path)
+    raise CtdError(
+        f"unknown schema {key!r}: built-in schemas are {', '.join(builtin_schema_names())}, "
+        "or give the path of a schema JSON file"
+    )

@@ -1,0 +1,1 @@
+"""ctd training: datasets, teachers, student, losses, methods, trainer, evaluation (needs torch)."""
