@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: CtdError becomes a one-line red message and exit code 2."""
     app = build_app()
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc != 0:  # typer.Exit(code) is returned, not raised, here
+            sys.exit(rc)
     except CtdError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
