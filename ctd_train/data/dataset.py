@@ -1,0 +1,134 @@
+"""The training/evaluation dataset: square face crops with heatmap targets.
+
+For an item the crop box is the square around ALL annotated points of the image (for IMM the 58
+points: jaw, brows, eyes, nose, mouth), enlarged by `margin`, not around the schema's own points:
+a model trained on the one-eye `imm14` schema still sees the whole face, which is also what the
+station's face box gives. Augmentation scales and rotates that box (and mirrors it for schemas
+with flip pairs); the crop is sampled through the crop -> source affine of `ctd_runtime.geometry`,
+and the landmarks go into the crop through the inverse of the same affine.
+
+Randomness: item `i` draws from `numpy.random.default_rng([seed, epoch, image_index])`, so a run
+is reproducible whatever the number of DataLoader workers; call `set_epoch(e)` before each epoch
+(each worker holds its own copy of the dataset, so set it before creating the iterator, or use
+persistent_workers=False).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ctd_runtime import geometry
+from ctd_runtime.codec import HeatmapCodec
+from ctd_runtime.errors import CtdError
+from ctd_runtime.normalization import Normalization
+from ctd_runtime.schema import LandmarkSchema
+from ctd_train.data.annotations import ANNOTATIONS_FILE, AnnotatedImages
+from ctd_train.data.augment import AugmentConfig, AugmentParams, photometric, sample_params
+
+
+class LandmarkCropDataset(Dataset):
+    """Items are dicts of tensors:
+
+    image [3, S, S] float32 (normalised), heatmaps [K, S/stride, S/stride] float32,
+    target_weight [K] float32 (0 for landmarks outside the crop), landmarks [K, 2] crop px,
+    landmarks_image [K, 2] source px, affine [2, 3] float32 (crop px -> source px; after a flip
+    the affine contains the mirror, and landmarks/landmarks_image are permuted accordingly),
+    index: the image's index in `images` (int64).
+    """
+
+    def __init__(
+        self,
+        images: AnnotatedImages,
+        indices: Sequence[int] | None,
+        schema: LandmarkSchema,
+        normalization: Normalization,
+        codec: HeatmapCodec | None = None,
+        augment: AugmentConfig | None = None,
+        margin: float = 0.25,
+        seed: int = 0,
+        cache_images: bool = True,
+    ) -> None:
+        self.images = images
+        self.indices = list(range(len(images))) if indices is None else [int(i) for i in indices]
+        bad = [i for i in self.indices if not 0 <= i < len(images)]
+        if bad:
+            raise CtdError(f"image index {bad[0]} outside 0..{len(images) - 1}")
+        self.schema = schema
+        self.normalization = normalization
+        self.codec = codec if codec is not None else HeatmapCodec()
+        self.augment = augment
+        self.margin = float(margin)
+        self.seed = int(seed)
+        self.cache_images = cache_images
+        self.epoch = 0
+        if self.seed < 0:
+            raise CtdError(f"seed must be >= 0, not {seed}")
+        if margin < 0:
+            raise CtdError(f"crop margin must be >= 0, not {margin}")
+        if augment is not None and augment.flip and not schema.can_flip:
+            raise CtdError(
+                f"flip augmentation requested but schema {schema.name!r} has no left/right flip pairs "
+                "(one-eye schema): a flip would mislabel landmarks; disable flip"
+            )
+        self._perm = schema.flip_permutation() if schema.can_flip else None
+        # fails early, naming the annotation file, when the schema needs points the data lacks
+        self.schema.select(images.points[:1], where=images.root / ANNOTATIONS_FILE)
+
+    @property
+    def output_size(self) -> int:
+        return self.codec.input_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def params(self, i: int) -> AugmentParams:
+        idx = self.indices[i]
+        rng = np.random.default_rng([self.seed, self.epoch, idx])
+        return sample_params(self.augment, rng)
+
+    def sample(self, i: int) -> dict[str, Any]:
+        """Item `i` as numpy arrays, plus the uint8 BGR `crop`, the box and the drawn parameters."""
+        idx = self.indices[i]
+        image = self.images.load_image(idx, cache=self.cache_images)
+        all_points = self.images.points[idx]
+        pts = self.schema.select(all_points)
+        center, side = geometry.square_box(all_points, self.margin)
+        p = self.params(i)
+        size = self.output_size
+        affine = geometry.crop_affine(center, side * p.scale, size, p.rotation_deg, flip=p.flip)
+        crop = geometry.warp_to_crop(image, affine, size)
+        crop = photometric(crop, p)
+        lm_image = pts[self._perm] if p.flip else pts
+        lm_crop = geometry.apply_affine(geometry.invert_affine(affine), lm_image)
+        heatmaps, weights = self.codec.encode(lm_crop)
+        return {
+            "crop": crop,
+            "heatmaps": heatmaps,
+            "target_weight": weights,
+            "landmarks": lm_crop,
+            "landmarks_image": lm_image,
+            "affine": affine,
+            "index": idx,
+            "box_center": np.asarray(center, dtype=np.float64),
+            "box_side": float(side),
+            "params": p,
+        }
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s = self.sample(i)
+        return {
+            "image": torch.from_numpy(self.normalization.apply(s["crop"])[0]),
+            "heatmaps": torch.from_numpy(s["heatmaps"]),
+            "target_weight": torch.from_numpy(s["target_weight"]),
+            "landmarks": torch.from_numpy(s["landmarks"].astype(np.float32)),
+            "landmarks_image": torch.from_numpy(np.asarray(s["landmarks_image"], dtype=np.float32)),
+            "affine": torch.from_numpy(s["affine"].astype(np.float32)),
+            "index": torch.tensor(s["index"], dtype=torch.int64),
+        }
