@@ -1,0 +1,106 @@
+"""L_R, L_CD and L_ED against numbers worked out by hand on tiny tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ctd_train.losses import classifier_distillation_loss, encoder_distillation_loss, heatmap_loss
+
+
+def t(x) -> torch.Tensor:
+    return torch.tensor(x, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------------------ eq 1
+
+
+def test_heatmap_loss_by_hand():
+    # N=2, K=2, 1x2 heatmaps
+    pred = t([[[[1, 2]], [[0, 1]]],
+              [[[0, 0]], [[3, 0]]]])
+    target = t([[[[0, 0]], [[0, 0]]],
+                [[[1, 1]], [[1, 0]]]])
+    # image 0: (1 + 4) + (0 + 1) = 6; image 1: (1 + 1) + (4 + 0) = 6 -> mean 6
+    assert heatmap_loss(pred, target).item() == pytest.approx(6.0)
+    # landmark 1 of image 0 and landmark 0 of image 1 dropped: (5 + 4) / 2 = 4.5
+    w = t([[1, 0], [0, 1]])
+    assert heatmap_loss(pred, target, w).item() == pytest.approx(4.5)
+
+
+def test_heatmap_loss_sums_over_pixels_and_averages_over_images():
+    pred = torch.zeros(3, 2, 4, 4)
+    target = torch.ones(3, 2, 4, 4)
+    assert heatmap_loss(pred, target).item() == pytest.approx(32.0)   # 2*4*4 per image
+    assert heatmap_loss(pred, target).shape == ()
+
+
+def test_heatmap_loss_shape_mismatch():
+    with pytest.raises(ValueError):
+        heatmap_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 5))
+
+
+# ------------------------------------------------------------------------------ eq 3
+
+
+def test_classifier_distillation_by_hand():
+    mu = 2.0
+    # image 0: teacher [0, 0] -> [1/2, 1/2]; student [2 ln 3, 0] / 2 -> [3/4, 1/4]
+    #   diff [1/4, -1/4] -> squared L2 = 1/16 + 1/16 = 1/8
+    # image 1: identical up to a shift of the logits -> 0
+    teacher = t([[0.0, 0.0], [1.0, 5.0]])
+    student = t([[2 * math.log(3), 0.0], [11.0, 15.0]])
+    assert classifier_distillation_loss(teacher, student, mu=mu).item() == pytest.approx(0.0625, abs=1e-6)
+
+
+def test_classifier_distillation_temperature():
+    # mu = 1: teacher [ln 3, 0] -> [3/4, 1/4], student [0, ln 3] -> [1/4, 3/4]: (1/2)^2 * 2 = 1/2
+    teacher = t([[math.log(3), 0.0]])
+    student = t([[0.0, math.log(3)]])
+    assert classifier_distillation_loss(teacher, student, mu=1.0).item() == pytest.approx(0.5, abs=1e-6)
+    # mu = 2 on the same logits: [sqrt3, 1]/(sqrt3+1) vs reversed
+    p = math.sqrt(3) / (math.sqrt(3) + 1)
+    want = 2 * (p - (1 - p)) ** 2
+    assert classifier_distillation_loss(teacher, student).item() == pytest.approx(want, abs=1e-6)
+
+
+# ------------------------------------------------------------------------------ eq 4
+
+
+def test_encoder_distillation_by_hand():
+    # [N=2, C=2, 1, 2]; each image flattened to 4 numbers
+    student = t([[[[1, 0]], [[0, 0]]],      # (1, 0, 0, 0)
+                 [[[0, 0]], [[2, 0]]]])     # (0, 0, 2, 0)
+    teacher = t([[[[1, 1]], [[0, 0]]],      # (1, 1, 0, 0): cos = 1/sqrt2
+                 [[[0, 0]], [[-1, 0]]]])    # (0, 0, -1, 0): cos = -1
+    want = ((1 - 1 / math.sqrt(2)) + (1 - (-1))) / 2
+    assert encoder_distillation_loss(teacher, student).item() == pytest.approx(want, abs=1e-6)
+
+
+def test_encoder_distillation_is_over_the_whole_map():
+    student = t([[[[1, 0]], [[3, 0]]]])     # (1, 0, 3, 0)
+    teacher = t([[[[1, 0]], [[0, 1]]]])     # (1, 0, 0, 1)
+    # whole map: dot 1, norms sqrt10 and sqrt2 -> cos 1/sqrt20 (per channel it would be (1 + 0) / 2)
+    want = 1 - 1 / math.sqrt(20)
+    assert encoder_distillation_loss(teacher, student).item() == pytest.approx(want, abs=1e-6)
+    same = torch.randn(2, 3, 2, 2)
+    assert encoder_distillation_loss(same, 5 * same).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distillation_gradients_reach_the_student_only():
+    teacher = torch.randn(2, 3, 2, 2)
+    student = torch.randn(2, 3, 2, 2, requires_grad=True)
+    encoder_distillation_loss(teacher, student).backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    logits = torch.randn(2, 4, requires_grad=True)
+    classifier_distillation_loss(torch.randn(2, 4), logits).backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_distillation_shape_mismatch():
+    with pytest.raises(ValueError):
+        encoder_distillation_loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, 3))
+    with pytest.raises(ValueError):
+        classifier_distillation_loss(torch.zeros(1, 3), torch.zeros(1, 4))
