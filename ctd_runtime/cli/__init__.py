@@ -48,26 +48,17 @@ def build_app() -> typer.Typer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: CtdError becomes a one-line red message and exit code 2."""
+    """Console entry point: CtdError becomes a one-line red message and exit code 2.
+
+    Click's standalone mode handles usage errors (exit 2 with its own message) and exit codes;
+    only our own errors travel out of it.
+    """
     app = build_app()
     try:
-        rc = app(args=argv, standalone_mode=False)
-        if isinstance(rc, int) and rc != 0:  # typer.Exit(code) is returned, not raised, here
-            sys.exit(rc)
+        app(args=argv, prog_name="ctd")
+    except SystemExit as e:  # click ends every standalone run this way; success returns normally
+        if e.code not in (0, None):
+            raise
     except CtdError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except SystemExit:
-        raise
-    except Exception as e:  # click usage errors etc.
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            console.print("aborted")
-            sys.exit(1)
-        raise
