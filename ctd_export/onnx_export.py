@@ -1,0 +1,464 @@
+"""`ctd export`: a run dir -> DIR/model.onnx (fused or raw, with ctd metadata) behind a parity gate.
+
+    export_run(run_dir, out_dir, options) -> ExportResult
+
+1. check the output folder (not a file; no model.onnx there unless `force`);
+2. load the run (`ctd_train.checkpoint.load_run`: CtdError for an unreadable checkpoint or one
+   from another ctd version or, given `options.schema`, another schema);
+3. build the fused graph (`FusedLandmarkModel`) or take the plain predictor (`raw`), export it
+   with the TorchScript exporter (opset 17, dynamic batch and image size, constant folding),
+   fix the static output shapes, add the `ctd.*` metadata, run onnx.checker and the TensorRT
+   operator check (`op_support.check_graph_ops`);
+4. write it under a temporary name in DIR, run the parity gate on it (PyTorch vs ONNX Runtime on
+   validation images; the gate graph also outputs the heatmaps, see `ctd_export.parity`) and
+   rename it to model.onnx only when every judged landmark is within tolerance;
+5. write export_config.json (the resolved options, the run, the parity numbers);
+6. run `options.post_steps` in order (FP16/INT8 copies, TensorRT engines...): each gets an
+   `ExportContext` and may add files to `result.artifacts` and entries to `result.reports`;
+   export_config.json is rewritten afterwards.
+
+A failure before step 4 ends leaves nothing behind (a folder this call created is removed again).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import ctd_runtime
+from ctd_runtime import geometry
+from ctd_runtime.atomic import atomic_path, write_json_atomic
+from ctd_runtime.codec import DECODE_METHODS
+from ctd_runtime.errors import CtdError
+from ctd_runtime.model_meta import ModelMetadata, version_major
+
+MODEL_FILE = "model.onnx"
+EXPORT_CONFIG_FILE = "export_config.json"
+DEFAULT_OPSET = 17
+EXPORTERS = ("torchscript", "dynamo")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# variants of each validation crop: (rotation in degrees, scale of the box)
+PARITY_VARIANTS: tuple[tuple[float, float], ...] = ((0.0, 1.0), (12.0, 1.1), (-9.0, 0.9), (25.0, 1.25))
+
+PostStep = Callable[["ExportContext"], None]
+
+
+@dataclass
+class ExportOptions:
+    """How to export; `to_dict` is what export_config.json records."""
+
+    decode: str | None = None          # None: the run's own decode method
+    heatmaps: bool = False             # fused graph also outputs the heatmaps
+    raw: bool = False                  # plain predictor: normalised NCHW `input` -> `heatmaps`
+    tolerance_px: float = 0.1          # parity gate, source pixels, FP32
+    heatmap_tolerance: float = 0.01    # parity gate: heatmaps, fraction of their magnitude
+    images: str | None = None          # folder of validation images (default: the run's val split)
+    max_images: int = 16               # crops the parity gate compares
+    which: str = "best"                # checkpoint: best | last
+    schema: str | None = None          # refuse a run trained for another schema
+    opset: int = DEFAULT_OPSET
+    exporter: str = "torchscript"      # torchscript (dynamo=False) | dynamo
+    force: bool = False                # overwrite an existing model.onnx
+    threads: int | None = None         # ONNX Runtime threads of the parity run
+    post_steps: list[PostStep] = field(default_factory=list)
+
+    def check(self) -> None:
+        if self.decode is not None and self.decode not in DECODE_METHODS:
+            raise CtdError(f"unknown decode {self.decode!r}; choose from {', '.join(DECODE_METHODS)}")
+        if self.raw and self.heatmaps:
+            raise CtdError("--raw exports heatmaps only; --heatmaps applies to the fused graph")
+        if not self.tolerance_px > 0:
+            raise CtdError(f"tolerance must be positive, not {self.tolerance_px}")
+        if not self.heatmap_tolerance > 0:
+            raise CtdError(f"heatmap tolerance must be positive, not {self.heatmap_tolerance}")
+        if self.max_images < 1:
+            raise CtdError(f"max_images must be at least 1, not {self.max_images}")
+        if self.which not in ("best", "last"):
+            raise CtdError(f"which checkpoint: best or last, not {self.which!r}")
+        if self.exporter not in EXPORTERS:
+            raise CtdError(f"unknown exporter {self.exporter!r}; choose from {', '.join(EXPORTERS)}")
+        if not 17 <= self.opset <= 20:
+            raise CtdError(f"opset {self.opset} outside 17..20 (GridSample needs 16+, TensorRT 10 reads up to 20)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["post_steps"] = [getattr(s, "__name__", type(s).__name__) for s in self.post_steps]
+        return d
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and measured."""
+
+    out_dir: Path
+    model_path: Path
+    config_path: Path
+    metadata: ModelMetadata
+    parity: Any                         # ParityReport
+    options: ExportOptions
+    run_dir: Path
+    parity_source: str
+    ops: dict[str, int]
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    reports: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ctd_version": ctd_runtime.__version__,
+            "run_dir": str(self.run_dir),
+            "run_id": self.metadata.run_id,
+            "model": self.model_path.name,
+            "graph": self.metadata.graph,
+            "decode": self.metadata.decode,
+            "precision": self.metadata.precision,
+            "outputs": list(self.metadata.outputs),
+            "options": self.options.to_dict(),
+            "parity": {**self.parity.to_dict(), "source": self.parity_source},
+            "ops": self.ops,
+            "artifacts": {k: str(Path(v).name) for k, v in self.artifacts.items()},
+            "reports": self.reports,
+        }
+
+
+@dataclass
+class ExportContext:
+    """Handed to each post-step: the loaded run, the options, the result so far, the parity
+    images and affines (uint8 BGR, [N, 2, 3]) so a step can gate its own conversion, and the
+    gate graph (the written graph plus a `heatmaps` output, with metadata; an onnx.ModelProto)
+    whose heatmaps let `check_parity` tell unstable decodes from real differences."""
+
+    run: Any
+    options: ExportOptions
+    result: ExportResult
+    images: list[np.ndarray]
+    crops: np.ndarray
+    gate_model: Any = None
+
+
+# ---------------------------------------------------------------------------------------------
+# graph building and export
+
+
+def build_fused_model(run: Any, decode: str, with_heatmaps: bool = False):
+    """The run's predictor wrapped into the fused graph (eval mode, CPU)."""
+    from ctd_export.fused import FusedLandmarkModel
+
+    predictor = run.predictor.cpu().eval()
+    return FusedLandmarkModel(
+        predictor, run.normalization, run.codec, decode, run.input_size, with_heatmaps,
+        num_landmarks=run.schema.num_landmarks,
+    ).eval()
+
+
+def _set_output_shape(model: Any, name: str, dims: list[int | str]) -> None:
+    for vi in model.graph.output:
+        if vi.name == name:
+            shape = vi.type.tensor_type.shape
+            del shape.dim[:]
+            for d in dims:
+                dim = shape.dim.add()
+                if isinstance(d, str):
+                    dim.dim_param = d
+                else:
+                    dim.dim_value = int(d)
+            return
+    raise CtdError(f"exported graph has no output {name!r}")
+
+
+def export_onnx_model(
+    module: Any,
+    graph: str,
+    num_landmarks: int,
+    input_size: int,
+    heatmap_size: int,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "torchscript",
+) -> Any:
+    """torch module -> checked onnx.ModelProto (no metadata yet).
+
+    fused: inputs image uint8 [N, H, W, 3], crop float32 [N, 2, 3]; outputs landmarks [N, K, 2],
+    scores [N, K] (+ heatmaps [N, K, h, h] if the module returns three values).
+    raw: input float32 [N, 3, S, S] -> heatmaps [N, K, h, h].
+    """
+    import onnx
+    import torch
+
+    module = module.eval()
+    if graph == "fused":
+        example = (torch.zeros(2, input_size + 24, input_size + 40, 3, dtype=torch.uint8),
+                   torch.tensor([[[1.0, 0.0, 8.0], [0.0, 1.0, 4.0]]] * 2))
+        with torch.no_grad():
+            n_out = len(module(*example))
+        input_names = ["image", "crop"]
+        output_names = ["landmarks", "scores", "heatmaps"][:n_out]
+        dynamic_axes: dict[str, dict[int, str]] = {
+            "image": {0: "batch", 1: "height", 2: "width"}, "crop": {0: "batch"},
+        }
+    else:
+        example = (torch.zeros(2, 3, input_size, input_size),)
+        input_names, output_names = ["input"], ["heatmaps"]
+        dynamic_axes = {"input": {0: "batch"}}
+    for name in output_names:
+        dynamic_axes[name] = {0: "batch"}
+
+    with tempfile.TemporaryDirectory(prefix="ctd-export-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = os.path.join(tmp, "model.onnx")
+        try:
+            if exporter == "torchscript":
+                torch.onnx.export(
+                    module, example, path, input_names=input_names, output_names=output_names,
+                    dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False,
+                )
+                model = onnx.load(path)
+            else:
+                from torch.export import Dim
+
+                batch = Dim("batch", min=1, max=1024)
+                if graph == "fused":
+                    shapes: Any = ({0: batch, 1: Dim("height", min=2), 2: Dim("width", min=2)}, {0: batch})
+                else:
+                    shapes = ({0: batch},)
+                program = torch.onnx.export(
+                    module, example, input_names=input_names, output_names=output_names,
+                    dynamic_shapes=shapes, opset_version=max(opset, 18), dynamo=True,
+                )
+                model = program.model_proto
+        except CtdError:
+            raise
+        except Exception as e:  # exporter failures are many types; say which step failed
+            raise CtdError(f"ONNX export ({exporter}) failed: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+
+    if graph == "fused":
+        _set_output_shape(model, "landmarks", ["batch", num_landmarks, 2])
+        _set_output_shape(model, "scores", ["batch", num_landmarks])
+    if "heatmaps" in output_names:
+        _set_output_shape(model, "heatmaps", ["batch", num_landmarks, heatmap_size, heatmap_size])
+    model.producer_name = "ctd"
+    model.producer_version = ctd_runtime.__version__
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:
+        raise CtdError(f"the exported graph does not pass onnx.checker: {str(e).splitlines()[0]}") from e
+    return model
+
+
+def without_output(model: Any, name: str) -> Any:
+    """A copy of the model without the graph output `name` (the tensor stays, internal)."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    keep = [o for o in copy.graph.output if o.name != name]
+    del copy.graph.output[:]
+    copy.graph.output.extend(keep)
+    return copy
+
+
+# ---------------------------------------------------------------------------------------------
+# validation images
+
+
+def _variant_crops(center: np.ndarray, side: float, input_size: int, j: int) -> np.ndarray:
+    rot, scale = PARITY_VARIANTS[j % len(PARITY_VARIANTS)]
+    return geometry.crop_affine(center, side * scale, input_size, rot)
+
+
+def _annotated_set(root: Path, indices: list[int] | None, margin: float, run: Any, max_images: int):
+    from ctd_train.data.annotations import read_annotations
+
+    data = read_annotations(root, validate_images=False)
+    idx = list(range(len(data))) if indices is None else list(indices)
+    if not idx:
+        raise CtdError("no validation images in the split", path=root)
+    images, crops = [], []
+    for j in range(max_images):
+        i = idx[j % len(idx)]
+        center, side = geometry.square_box(data.points[i], margin)
+        images.append(data.load_image(i, cache=True))
+        crops.append(_variant_crops(center, side, run.input_size, j // len(idx)))
+    return images, np.stack(crops)
+
+
+def _folder_set(folder: Path, run: Any, max_images: int):
+    from ctd_train.data.annotations import read_image
+
+    if (folder / "annotations.csv").is_file():
+        return _annotated_set(folder, None, 0.25, run, max_images)
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise CtdError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder", path=folder)
+    images, crops = [], []
+    for j in range(max_images):
+        img = read_image(files[j % len(files)])
+        h, w = img.shape[:2]
+        center = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+        crops.append(_variant_crops(center, float(min(h, w)), run.input_size, j // len(files)))
+        images.append(img)
+    return images, np.stack(crops)
+
+
+def validation_set(run: Any, options: ExportOptions) -> tuple[list[np.ndarray], np.ndarray, str]:
+    """(uint8 BGR images, crop affines [N, 2, 3], where they come from) for the parity gate.
+
+    A folder given in `options.images` wins (a ctd data folder: boxes around its annotated
+    points; otherwise centred square crops); else the run's validation split, from the data
+    folder its config names. Each image also appears rotated and scaled when there are fewer
+    images than `max_images`.
+    """
+    if options.images:
+        folder = Path(options.images)
+        if not folder.is_dir():
+            raise CtdError("validation image folder not found", path=folder)
+        images, crops = _folder_set(folder, run, options.max_images)
+        return images, crops, f"folder {folder}"
+    data = (run.config or {}).get("data")
+    if data and (Path(data) / "annotations.csv").is_file():
+        from ctd_train.config import TrainConfig, split_indices
+        from ctd_train.data.annotations import read_annotations
+
+        cfg = TrainConfig.from_dict(run.config)
+        subjects = read_annotations(data, validate_images=False).subjects
+        val = split_indices(subjects, cfg)["val"]
+        images, crops = _annotated_set(Path(data), val, cfg.margin, run, options.max_images)
+        return images, crops, f"validation split of {data} ({len(val)} images)"
+    where = f" ({data})" if data else ""
+    raise CtdError(
+        f"no validation images for the parity gate: the run's data folder{where} is not available; "
+        "give a folder of face images with --images DIR"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline
+
+
+def _check_out_dir(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CtdError("output path exists and is not a folder", path=out_dir)
+    model = out_dir / MODEL_FILE
+    if model.exists() and not force:
+        raise CtdError("already holds a model.onnx; use --force to overwrite it", path=out_dir)
+
+
+def _check_run(run: Any, options: ExportOptions) -> None:
+    try:
+        if version_major(run.ctd_version) != version_major(ctd_runtime.__version__):
+            raise CtdError(
+                f"the run was trained with ctd {run.ctd_version}, this is ctd {ctd_runtime.__version__}: "
+                "export it with the ctd version that trained it", path=run.run_dir,
+            )
+    except ValueError:
+        raise CtdError(f"the run's ctd version {run.ctd_version!r} is not a version number", path=run.run_dir) from None
+    if options.schema is not None:
+        from ctd_runtime.schema import get_schema
+
+        want = get_schema(options.schema)
+        if want.to_dict() != run.schema.to_dict():
+            raise CtdError(
+                f"the run is for schema {run.schema.name!r} ({run.schema.num_landmarks} landmarks), "
+                f"not {want.name!r} ({want.num_landmarks} landmarks)", path=run.run_dir,
+            )
+
+
+def export_loaded_run(run: Any, out_dir: str | Path, options: ExportOptions | None = None,
+                      validation: tuple[list[np.ndarray], np.ndarray, str] | None = None) -> ExportResult:
+    """Export an already loaded run (a `LoadedRun` or anything with its fields); see the module
+    docstring. `validation` overrides the parity images (images, affines, description)."""
+    import onnx
+
+    from ctd_export.metadata import metadata_for_run, set_metadata
+    from ctd_export.op_support import check_graph_ops, used_ops
+    from ctd_export.parity import check_parity
+
+    options = options or ExportOptions()
+    options.check()
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, options.force)
+    _check_run(run, options)
+    decode = options.decode or run.decode
+    graph = "raw" if options.raw else "fused"
+    images, crops, source = validation if validation is not None else validation_set(run, options)
+
+    # the gate graph also outputs the heatmaps (see ctd_export.parity); the written graph drops
+    # that output unless it was asked for (nothing else differs)
+    k = run.schema.num_landmarks
+    if graph == "fused":
+        try:
+            module = build_fused_model(run, decode, with_heatmaps=True)
+        except ValueError as e:
+            raise CtdError(f"cannot build the fused graph: {e}", path=run.run_dir) from None
+    else:
+        module = run.predictor.cpu().eval()
+    gate_model = export_onnx_model(module, graph, k, run.input_size, run.codec.heatmap_size,
+                                   options.opset, options.exporter)
+    gate_meta = metadata_for_run(run, decode, graph, with_heatmaps=True)
+    set_metadata(gate_model, gate_meta)
+    meta = metadata_for_run(run, decode, graph, options.heatmaps)
+    model = gate_model
+    if graph == "fused" and not options.heatmaps:
+        model = set_metadata(without_output(gate_model, "heatmaps"), meta)
+        onnx.checker.check_model(model)
+    problems = check_graph_ops(model) if graph == "fused" else []
+    if problems:
+        raise CtdError("the exported graph is not TensorRT-clean: " + "; ".join(problems[:5]))
+
+    created = not out_dir.exists()
+    model_path = out_dir / MODEL_FILE
+    try:
+        with atomic_path(model_path) as tmp:
+            onnx.save(gate_model, str(tmp))
+            report = check_parity(run, tmp, images, crops, options.tolerance_px, options.threads,
+                                  metadata=gate_meta, heatmap_tolerance=options.heatmap_tolerance)
+            if not report.passed:
+                detail = f"; {'; '.join(report.notes)}" if report.notes else ""
+                raise CtdError(
+                    f"parity gate failed: ONNX Runtime and PyTorch landmarks differ by max {report.max_px:.4g} px, "
+                    f"mean {report.mean_px:.4g} px (worst landmark {report.worst_landmark}; tolerance "
+                    f"{options.tolerance_px:g} px, {report.num_images} crops, decode {decode}){detail}; "
+                    "nothing was written",
+                    path=out_dir,
+                )
+            if model is not gate_model:
+                onnx.save(model, str(tmp))
+    except BaseException:
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+    result = ExportResult(
+        out_dir=out_dir, model_path=model_path, config_path=out_dir / EXPORT_CONFIG_FILE, metadata=meta,
+        parity=report, options=options, run_dir=Path(run.run_dir), parity_source=source, ops=used_ops(model),
+        artifacts={"onnx": model_path},
+    )
+    write_json_atomic(result.config_path, result.to_dict())
+    if options.post_steps:
+        context = ExportContext(run=run, options=options, result=result, images=images, crops=crops,
+                                gate_model=gate_model)
+        for step in options.post_steps:
+            step(context)
+        write_json_atomic(result.config_path, result.to_dict())
+    return result
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions | None = None) -> ExportResult:
+    """Load a run dir's checkpoint and export it (see the module docstring)."""
+    from ctd_train.checkpoint import load_run
+
+    options = options or ExportOptions()
+    options.check()
+    _check_out_dir(Path(out_dir), options.force)
+    expected = None
+    if options.schema is not None:
+        from ctd_runtime.schema import get_schema
+
+        expected = get_schema(options.schema)
+    run = load_run(run_dir, which=options.which, expected_schema=expected)  # type: ignore[arg-type]
+    return export_loaded_run(run, out_dir, options)
