@@ -1,0 +1,431 @@
+"""INT8 variant of the fused graph: static QDQ quantisation of the network with ONNX Runtime,
+calibrated on training images; the warp, normalisation and decode stay FP32.
+
+    model.onnx ─ quant_pre_process (shape inference, basic optimisation: BN folded into Conv) ─
+    quantize_static(QDQ, per-channel symmetric INT8 weights, INT8 activations, calibration on
+    crops around the ground truth of training images) ─ FP32 biases back ─▶ model.int8.onnx
+
+Which operators are quantised is a measured choice (docs/int8.md): on the x86 CPU here,
+quantising the deconvolution head (ConvTranspose) costs more in Quantize/Dequantize than it
+saves, so the default quantises Conv only and leaves the deconvolutions in FP32; grouped
+(depthwise) convolutions and the last heatmap layer stay FP32 too, for accuracy.
+
+The default file serves both ONNX Runtime CPU and TensorRT explicit quantisation: TensorRT takes
+only symmetric INT8 (zero point 0) Q/DQ, so activations are symmetric `int8`, and it rejects a
+DequantizeLinear of an INT32 bias, so the quantiser's INT32 biases are turned back into FP32
+initializers (ONNX Runtime >= 1.21 requantises such biases itself when it fuses Q/DQ + Conv into
+QLinearConv). `activation_type="uint8"` (asymmetric) is for ONNX Runtime only and is refused
+with `tensorrt_compatible=True`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ctd_export.fp16 import (
+    HEAVY_OPS,
+    PREDICTOR_SCOPE,
+    _onnx,
+    ensure_node_names,
+    network_region,
+    read_metadata_props,
+    set_metadata_props,
+    source_metadata,
+    write_converted_metadata,
+)
+from ctd_runtime import geometry
+from ctd_runtime.atomic import atomic_path
+from ctd_runtime.errors import CtdError
+
+CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
+ACTIVATION_TYPES: tuple[str, ...] = ("int8", "uint8")
+DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv",)  # measured; see docs/int8.md
+
+
+@dataclass
+class Int8Config:
+    """How to quantise; saved (with the calibration facts) in the model's `ctd.int8` metadata."""
+
+    method: str = "minmax"
+    op_types: tuple[str, ...] = DEFAULT_OP_TYPES  # ("all",): every type the quantiser knows
+    per_channel: bool = True
+    skip_depthwise: bool = True  # grouped (depthwise) Conv stays FP32: measured, docs/int8.md
+    activation_type: str = "int8"
+    tensorrt_compatible: bool = True
+    num_images: int = 64
+    percentile: float = 99.999
+    preprocess: bool = True
+    scope: str = PREDICTOR_SCOPE
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise CtdError(f"unknown calibration method {self.method!r}; choose from {', '.join(CALIBRATION_METHODS)}")
+        if self.activation_type not in ACTIVATION_TYPES:
+            raise CtdError(f"unknown activation type {self.activation_type!r}; choose from {', '.join(ACTIVATION_TYPES)}")
+        if self.tensorrt_compatible and self.activation_type != "int8":
+            raise CtdError("TensorRT takes only symmetric int8 activations: use activation_type int8, "
+                           "or tensorrt_compatible=False for an ONNX Runtime-only model")
+        if not self.op_types:
+            raise CtdError("no operator types to quantise")
+        if self.num_images <= 0:
+            raise CtdError(f"num_images must be positive, not {self.num_images}")
+        if not 0 < self.percentile <= 100:
+            raise CtdError(f"percentile must be in (0, 100], not {self.percentile}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["op_types"] = list(self.op_types)
+        return d
+
+
+# ---------------------------------------------------------------------------- calibration data
+
+Sample = tuple[np.ndarray, np.ndarray]  # image uint8 [1, H, W, 3] BGR, crop float32 [1, 2, 3]
+
+
+def crop_around(points: np.ndarray, input_size: int, margin: float = 0.25) -> np.ndarray:
+    """The crop affine [2, 3] of the square around `points` (all annotated points of an image,
+    as the training dataset crops), float32."""
+    center, side = geometry.square_box(points, margin)
+    return geometry.crop_affine(center, side, input_size).astype(np.float32)
+
+
+def calibration_samples(
+    images, indices: Sequence[int], input_size: int, num_images: int, margin: float = 0.25, seed: int = 0
+) -> list[Sample]:
+    """Up to `num_images` samples drawn (seeded) from `indices` of an `AnnotatedImages`: each image
+    with the crop around its ground-truth points."""
+    idx = list(indices)
+    if not idx:
+        raise CtdError("no images to calibrate on")
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(idx), size=min(num_images, len(idx)), replace=False).tolist())
+    out = []
+    for j in chosen:
+        i = idx[j]
+        image = images.load_image(i)
+        out.append((np.ascontiguousarray(image[None]), crop_around(images.points[i], input_size, margin)[None]))
+    return out
+
+
+def run_calibration_samples(run_dir: str | Path, num_images: int, seed: int = 0, split: str = "train") -> list[Sample]:
+    """Calibration samples from a run dir's training split (see `run_config_samples`)."""
+    from ctd_train.checkpoint import load_run
+
+    return run_config_samples(load_run(run_dir), num_images, seed, split)
+
+
+class FusedCalibrationReader:
+    """ONNX Runtime `CalibrationDataReader` feeding (image, crop) samples, one per call, to the
+    fused graph's two inputs (by position: image first, crop second)."""
+
+    def __init__(self, samples: Sequence[Sample], input_names: Sequence[str] = ("image", "crop")):
+        if not samples:
+            raise CtdError("no calibration samples")
+        self.samples = list(samples)
+        self.input_names = tuple(input_names)
+        self._it: Iterator[Sample] | None = None
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._it is None:
+            self._it = iter(self.samples)
+        sample = next(self._it, None)
+        if sample is None:
+            return None
+        image, crop = sample
+        return {self.input_names[0]: np.ascontiguousarray(image, np.uint8),
+                self.input_names[1]: np.ascontiguousarray(crop, np.float32)}
+
+    def rewind(self) -> None:
+        self._it = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def _as_ort_reader(reader: FusedCalibrationReader):
+    """The reader as a subclass of ONNX Runtime's CalibrationDataReader (imported lazily)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def get_next(self):
+            return reader.get_next()
+
+        def rewind(self):
+            reader.rewind()
+
+    return _Reader()
+
+
+# ---------------------------------------------------------------------------- quantisation
+
+
+@dataclass
+class Int8Result:
+    """What `quantize_int8` wrote and how."""
+
+    path: Path
+    source: Path
+    config: Int8Config
+    num_calibration_images: int
+    quantized_nodes: int
+    quantized_op_counts: dict[str, int]
+    excluded_nodes: int
+    float_biases: int
+    onnxruntime_version: str
+    calibration_source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"], d["source"] = str(self.path), str(self.source)
+        d["config"] = self.config.to_dict()
+        return d
+
+
+def default_int8_path(fp32_path: str | Path) -> Path:
+    """model.onnx -> model.int8.onnx (next to it)."""
+    p = Path(fp32_path)
+    stem = p.name[: -len(".onnx")] if p.name.endswith(".onnx") else p.name
+    return p.with_name(stem + ".int8.onnx")
+
+
+def _preprocess(src: Path, dst: Path) -> bool:
+    """quant_pre_process; with symbolic shape inference when it works on the graph. True if written."""
+    from onnxruntime.quantization import quant_pre_process
+
+    for skip_symbolic in (False, True):
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic, skip_optimization=False)
+            return True
+        except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs; retry without
+            continue
+    return False
+
+
+def float_biases(model) -> int:
+    """Replace DequantizeLinear nodes of INT32 initializers (quantised biases) by FP32 initializers
+    holding the dequantised values (TensorRT takes no INT32 DequantizeLinear). Returns how many."""
+    onnx = _onnx()
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    remove, replace = [], {}
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        q = inits[node.input[0]]
+        if q.data_type != onnx.TensorProto.INT32:
+            continue
+        values = numpy_helper.to_array(q).astype(np.float64)
+        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+        zp = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2 and node.input[2] else 0.0
+        real = ((values - zp) * scale).astype(np.float32)
+        replace[node.output[0]] = numpy_helper.from_array(real, name=node.output[0])
+        remove.append(node)
+    if not remove:
+        return 0
+    for node in remove:
+        graph.node.remove(node)
+    graph.initializer.extend(replace.values())
+    used = {t for n in graph.node for t in n.input}
+    for t in list(graph.initializer):
+        if t.name not in used and t.name not in {o.name for o in graph.output}:
+            graph.initializer.remove(t)
+    return len(remove)
+
+
+def output_layers(model, region: Sequence[str], heavy: Sequence[str] = HEAVY_OPS) -> list[str]:
+    """The network's last weighted layers: the Conv/ConvTranspose/Gemm/MatMul nodes of `region`
+    from which a tensor leaving the region is reached through non-weighted nodes only.
+
+    They stay FP32: the quantiser also quantises a quantised Conv's output, which would hand the
+    decode heatmaps with 256 levels (ties for argmax, steps for DARK's log)."""
+    graph = model.graph
+    inside = set(region)
+    nodes = {n.name: n for n in graph.node}
+    producer = {t: n.name for n in graph.node for t in n.output if t}
+    outside_uses = {t for n in graph.node if n.name not in inside for t in n.input} | {o.name for o in graph.output}
+    todo = [producer[t] for name in inside for t in nodes[name].output if t in outside_uses and t in producer]
+    found, seen = [], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in inside:
+            continue
+        seen.add(name)
+        node = nodes[name]
+        if node.op_type in heavy:
+            found.append(name)
+            continue
+        todo.extend(producer[t] for t in node.input if t in producer)
+    return sorted(found)
+
+
+def grouped_convolutions(model, region: Sequence[str]) -> list[str]:
+    """Conv nodes of `region` with group > 1 (depthwise in MobileNets). Their per-channel
+    weights have 9 values each and their activations wide ranges: quantised, they moved
+    landmarks of a MobileNet student by tens of pixels (docs/int8.md); they are cheap in FP32."""
+    inside = set(region)
+    out = []
+    for n in model.graph.node:
+        if n.op_type == "Conv" and n.name in inside:
+            if any(a.name == "group" and a.i > 1 for a in n.attribute):
+                out.append(n.name)
+    return out
+
+
+def _quantized_ops(model) -> dict[str, int]:
+    """Operator types fed by a DequantizeLinear on their weight input (what was quantised)."""
+    graph = model.graph
+    inits = {t.name for t in graph.initializer}
+    dq_weights = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    counts: dict[str, int] = {}
+    for n in graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 1 and n.input[1] in dq_weights:
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
+
+
+def quantize_int8(
+    src: str | Path,
+    samples: Sequence[Sample],
+    dst: str | Path | None = None,
+    config: Int8Config | None = None,
+    calibration_source: str = "",
+) -> Int8Result:
+    """Write the INT8 QDQ variant of the FP32 fused ONNX `src` (default model.int8.onnx beside
+    it), atomically, calibrated on `samples`; `ctd.precision=int8`, details in `ctd.int8`."""
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    onnx = _onnx()
+    config = config or Int8Config()
+    config.check()
+    src = Path(src)
+    dst = default_int8_path(src) if dst is None else Path(dst)
+    if not src.is_file():
+        raise CtdError("ONNX file not found", path=src)
+    model = onnx.load(str(src))
+    meta = source_metadata(model, src)
+    ensure_node_names(model.graph)
+    region, how = network_region(model, config.scope)
+    samples = list(samples)[: config.num_images]
+    input_names = [i.name for i in model.graph.input]
+
+    with tempfile.TemporaryDirectory(prefix="ctd-int8-") as tmp:
+        tmp = Path(tmp)
+        named = tmp / "named.onnx"
+        onnx.save(model, str(named))
+        work = named
+        if config.preprocess and _preprocess(named, tmp / "pre.onnx"):
+            work = tmp / "pre.onnx"
+        pre = onnx.load(str(work))
+        ensure_node_names(pre.graph)
+        present = {n.name for n in pre.graph.node}
+        seeds = [n for n in region if n in present]
+        if not seeds:
+            raise CtdError("the network's nodes did not survive pre-processing; retry with preprocess=False", path=src)
+        region2, _ = network_region(pre, seeds=seeds)
+        skipped = set(output_layers(pre, region2))
+        if config.skip_depthwise:
+            skipped |= set(grouped_convolutions(pre, region2))
+        keep = set(region2) - skipped
+        exclude = [n.name for n in pre.graph.node if n.name not in keep]
+        onnx.save(pre, str(work))
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[config.method]
+        act = QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8
+        extra = {
+            "ActivationSymmetric": config.activation_type == "int8",
+            "WeightSymmetric": True,
+            "CalibPercentile": config.percentile,
+        }
+        out = tmp / "int8.onnx"
+        reader = FusedCalibrationReader(samples, input_names)
+        quantize_static(
+            str(work),
+            str(out),
+            _as_ort_reader(reader),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=None if "all" in config.op_types else list(config.op_types),
+            per_channel=config.per_channel,
+            activation_type=act,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            calibrate_method=method,
+            extra_options=extra,
+        )
+        qmodel = onnx.load(str(out))
+
+    n_float_bias = float_biases(qmodel) if config.tensorrt_compatible else 0
+    counts = _quantized_ops(qmodel)
+    details = dict(
+        config.to_dict(),
+        num_calibration_images=len(samples),
+        calibration_source=calibration_source,
+        region_method=how,
+        quantized_op_counts=counts,
+        excluded_nodes=len(exclude),
+        float_biases=n_float_bias,
+        onnxruntime=onnxruntime.__version__,
+        source=src.name,
+    )
+    del qmodel.metadata_props[:]
+    set_metadata_props(qmodel, read_metadata_props(model))  # ctd.* and any other keys of the source
+    write_converted_metadata(qmodel, meta, "int8", "ctd.int8", details)
+    onnx.checker.check_model(qmodel)
+    with atomic_path(dst) as tmp_path:
+        onnx.save(qmodel, str(tmp_path))
+    return Int8Result(
+        path=dst,
+        source=src,
+        config=config,
+        num_calibration_images=len(samples),
+        quantized_nodes=sum(counts.values()),
+        quantized_op_counts=counts,
+        excluded_nodes=len(exclude),
+        float_biases=n_float_bias,
+        onnxruntime_version=onnxruntime.__version__,
+        calibration_source=calibration_source,
+        extra={"region_method": how},
+    )
+
+
+def run_config_samples(run, num_images: int, seed: int = 0, split: str = "train") -> list[Sample]:
+    """Calibration samples from a loaded run's training split (its config names data and split)."""
+    from ctd_train.config import TrainConfig, split_indices
+    from ctd_train.data.annotations import read_annotations
+
+    cfg = TrainConfig.from_dict(run.config)
+    images = read_annotations(cfg.data, validate_images=False)
+    indices = split_indices(images.subjects, cfg)[split]
+    return calibration_samples(images, indices, run.input_size, num_images, cfg.margin, seed)
+
+
+def int8_post_step(config: Int8Config | None = None):
+    """An `ExportOptions.post_steps` entry writing model.int8.onnx beside model.onnx, calibrated
+    on the run's training images, and reporting its landmark differences on the parity crops."""
+    config = config or Int8Config()
+
+    def int8_step(context) -> None:
+        from ctd_export.fp16 import compare_models
+
+        result = context.result
+        samples = run_config_samples(context.run, config.num_images, config.seed)
+        res = quantize_int8(result.model_path, samples, config=config,
+                            calibration_source=f"training split of run {context.run.run_id}")
+        parity = [(img[None], np.asarray(a, np.float32)[None]) for img, a in zip(context.images, context.crops)]
+        result.artifacts["int8"] = res.path
+        result.reports["int8"] = {
+            "quantization": res.to_dict(),
+            "onnxruntime_vs_fp32": compare_models(result.model_path, res.path, parity).to_dict(),
+        }
+
+    return int8_step

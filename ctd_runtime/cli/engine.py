@@ -1,0 +1,65 @@
+"""`ctd build-engine`: model.onnx (or model.fp16.onnx / model.int8.onnx) -> model.plan + its
+manifest, on the machine that will run it. TensorRT is imported inside the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+
+
+def build_engine_cmd(
+    model: Path = typer.Argument(..., help="Fused ONNX file: model.onnx, model.fp16.onnx or model.int8.onnx."),
+    plan: Optional[Path] = typer.Option(None, "--out", help="Engine file (default: model.plan beside the ONNX)."),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", help="fp16 | int8 | fp32 (default: fp16, or int8 for the INT8 model)."
+    ),
+    min_batch: int = typer.Option(1, "--min-batch", min=1),
+    opt_batch: int = typer.Option(1, "--opt-batch", min=1),
+    max_batch: int = typer.Option(4, "--max-batch", min=1),
+    min_height: int = typer.Option(32, "--min-height", min=1, help="Smallest image height, px."),
+    opt_height: int = typer.Option(1080, "--opt-height", min=1, help="Image height TensorRT tunes for."),
+    max_height: int = typer.Option(4096, "--max-height", min=1, help="Largest image height, px."),
+    min_width: int = typer.Option(32, "--min-width", min=1),
+    opt_width: int = typer.Option(1440, "--opt-width", min=1),
+    max_width: int = typer.Option(4096, "--max-width", min=1),
+    workspace_mb: int = typer.Option(2048, "--workspace-mb", min=1, help="Builder workspace limit, MiB."),
+    timing_cache: Optional[Path] = typer.Option(
+        None, "--timing-cache", help="Timing cache file: read if present, written after the build."
+    ),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when the plan is current."),
+    verbose: bool = typer.Option(False, "--verbose", help="TensorRT's verbose log."),
+) -> None:
+    """Build a TensorRT engine for this GPU; skips the build when the plan is current (same ONNX,
+    same TensorRT and GPU)."""
+    from ctd_export.engine_manifest import describe, engine_is_current, read_manifest
+    from ctd_export.tensorrt_build import ShapeProfile, build_engine, default_plan_path, resolve_onnx
+    from ctd_runtime.backends.tensorrt_backend import current_environment, import_tensorrt
+
+    profile = ShapeProfile(min_batch, opt_batch, max_batch, min_height, opt_height, max_height,
+                           min_width, opt_width, max_width)
+    profile.check()
+    trt = import_tensorrt()  # the install hint before anything else
+    source, _, _ = resolve_onnx(model, str(trt.__version__), precision)
+    target = plan if plan is not None else default_plan_path(source)
+    if not force and engine_is_current(target, source, current_environment(trt)):
+        out.print(f"{target} is current (built from {source.name} for this GPU and TensorRT); --force rebuilds it",
+                  highlight=False)
+        manifest = read_manifest(target)
+    else:
+        manifest = build_engine(model, plan, profile, workspace_mb, timing_cache, precision, verbose,
+                                log=lambda msg: out.print(msg, highlight=False))
+    table = Table("", "", show_header=False, title=f"engine {manifest.plan_file}", title_justify="left")
+    for key, value in describe(manifest).items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root app."""
+    app.command("build-engine")(build_engine_cmd)
