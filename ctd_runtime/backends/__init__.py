@@ -1,6 +1,6 @@
 """Backends that run exported ctd models: one protocol (`base.Backend`), one module per runtime.
 
-`create_backend(path)` picks the backend from the file (`.onnx`: ONNX Runtime); backends are
+`create_backend(path)` picks the backend from the file (`.onnx`: ONNX Runtime, `.plan`: TensorRT); backends are
 imported lazily so a station without TensorRT never imports it.
 """
 
@@ -16,9 +16,10 @@ from ctd_runtime.errors import CtdError
 # name -> "module:Class"; other backends (TensorRT) add themselves here
 BACKENDS: dict[str, str] = {
     "onnxruntime": "ctd_runtime.backends.onnxruntime_backend:OnnxRuntimeBackend",
+    "tensorrt": "ctd_runtime.backends.tensorrt_backend:TensorRTBackend",
 }
 # file suffix -> backend name
-SUFFIXES: dict[str, str] = {".onnx": "onnxruntime"}
+SUFFIXES: dict[str, str] = {".onnx": "onnxruntime", ".plan": "tensorrt", ".engine": "tensorrt"}
 
 
 def backend_class(name: str) -> type:

@@ -40,9 +40,9 @@ def build_app() -> typer.Typer:
     ) -> None:
         """ctd: cross-task distilled facial landmark detection for the edge."""
 
-    from ctd_runtime.cli import data, export, teacher, train
+    from ctd_runtime.cli import data, engine, export, teacher, train
 
-    for module in (data, teacher, train, export):
+    for module in (data, teacher, train, export, engine):
         module.register(app)
     return app
 

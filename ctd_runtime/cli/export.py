@@ -62,11 +62,29 @@ def export_cmd(
     threads: Optional[int] = typer.Option(
         None, "--threads", min=1, help="CPU threads of the parity run (torch and ONNX Runtime)."
     ),
+    precision: Optional[str] = typer.Option(
+        None, "--precision",
+        help="Comma-separated subset of fp32,fp16,int8 (default: all three for the fused graph, fp32 "
+             "with --raw). model.onnx (fp32) is always written: it is the parity-gated base.",
+    ),
+    calibration: str = typer.Option("minmax", "--calibration", help="INT8 calibration: minmax | entropy | percentile."),
+    calib_images: int = typer.Option(64, "--calib-images", min=1, help="Training images the INT8 calibration sees."),
+    engine: bool = typer.Option(
+        False, "--engine", help="Also build model.plan (TensorRT FP16) + model.plan.json here (needs tensorrt + GPU)."
+    ),
 ) -> None:
     """Export a trained run to ONNX with ctd metadata; fails, writing nothing, unless the ONNX
-    model's landmarks match PyTorch's within the tolerance."""
+    model's landmarks match PyTorch's within the tolerance. Writes model.onnx, model.fp16.onnx and
+    model.int8.onnx by default; --engine adds the TensorRT engine."""
     from ctd_export.onnx_export import ExportOptions, export_run
 
+    precisions = parse_precisions(precision, raw)
+    if engine:  # fail before exporting anything when TensorRT is missing
+        from ctd_runtime.backends.tensorrt_backend import import_tensorrt
+
+        import_tensorrt()
+        if "fp16" not in precisions:
+            precisions.append("fp16")
     if threads is not None:
         import torch
 
@@ -75,8 +93,16 @@ def export_cmd(
         decode=decode, heatmaps=heatmaps, raw=raw, tolerance_px=tolerance,
         images=None if images is None else str(images), max_images=max_images, which=which,
         schema=schema, force=force, threads=threads,
+        post_steps=precision_post_steps(precisions, calibration, calib_images),
     )
     result = export_run(run, out_dir, options)
+    if engine:
+        from ctd_export.tensorrt_build import build_engine
+
+        manifest = build_engine(result.artifacts["fp16"], out_dir / "model.plan",
+                                timing_cache_path=out_dir / "timing.cache",
+                                log=lambda msg: out.print(msg, highlight=False))
+        result.artifacts["engine"] = out_dir / manifest.plan_file
     print_parity(result.parity, result.parity_source)
     meta = result.metadata
     out.print(
@@ -87,6 +113,40 @@ def export_cmd(
     for name, path in result.artifacts.items():
         if name != "onnx":
             out.print(f"wrote {path}", highlight=False)
+
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def parse_precisions(text: str | None, raw: bool) -> list[str]:
+    """`--precision` as a list; fp32 is implied (the other files are made from it)."""
+    from ctd_runtime.errors import CtdError
+
+    if text is None:
+        return ["fp32"] if raw else list(PRECISIONS)
+    chosen = [p.strip().lower() for p in text.split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in PRECISIONS]
+    if unknown:
+        raise CtdError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+    if raw and any(p != "fp32" for p in chosen):
+        raise CtdError("--raw exports the plain FP32 network only; FP16/INT8 are made from the fused graph")
+    return ["fp32"] + [p for p in PRECISIONS[1:] if p in chosen]
+
+
+def precision_post_steps(precisions: list[str], calibration: str, calib_images: int) -> list:
+    """The export post-steps writing model.fp16.onnx / model.int8.onnx beside model.onnx."""
+    steps = []
+    if "fp16" in precisions:
+        from ctd_export.fp16 import fp16_post_step
+
+        steps.append(fp16_post_step)
+    if "int8" in precisions:
+        from ctd_export.int8 import Int8Config, int8_post_step
+
+        config = Int8Config(method=calibration, num_images=calib_images)
+        config.check()
+        steps.append(int8_post_step(config))
+    return steps
 
 
 def register(app: typer.Typer) -> None:

@@ -46,7 +46,10 @@ def test_export_writes_model_config_and_prints_parity(trained, tmp_path, capsys)
     main(["export", str(run_dir), "--out", str(out), "--decode", "quarter", "--heatmaps"])
     printed = capsys.readouterr().out
     assert "parity passed" in printed and "max" in printed and "mean" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["export_config.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "export_config.json", "model.fp16.onnx", "model.int8.onnx", "model.onnx"]
+    assert read_model_metadata(out / "model.fp16.onnx").precision == "fp16"
+    assert read_model_metadata(out / "model.int8.onnx").precision == "int8"
     meta = read_model_metadata(out / "model.onnx")
     ckpt = torch.load(run_dir / "checkpoint_best.pt", weights_only=True)
     assert meta.run_id == ckpt["run_id"] and meta.schema.name == "imm14" and meta.input_size == 64
@@ -56,6 +59,7 @@ def test_export_writes_model_config_and_prints_parity(trained, tmp_path, capsys)
     assert config["options"]["decode"] == "quarter" and config["options"]["heatmaps"] is True
     assert config["parity"]["passed"] and config["parity"]["max_px"] <= 0.1
     assert "validation split" in config["parity"]["source"]
+    assert set(config["reports"]) >= {"fp16", "int8"}
 
     # the station side: the backend runs it on a source image with a crop affine
     from ctd_train.data.annotations import read_annotations
@@ -157,3 +161,26 @@ def test_bad_options(trained, tmp_path, capsys):
     assert "--raw" in _fails(["export", str(run_dir), "--out", str(tmp_path / "o"), "--raw", "--heatmaps"], capsys)
     assert "tolerance" in _fails(["export", str(run_dir), "--out", str(tmp_path / "o"), "--tolerance", "0"], capsys)
     assert not (tmp_path / "o").exists()
+
+
+def test_precision_subset_and_bad_precision(trained, tmp_path, capsys):
+    run_dir, _ = trained
+    out = tmp_path / "fp32only"
+    main(["export", str(run_dir), "--out", str(out), "--precision", "fp32"])
+    assert sorted(p.name for p in out.iterdir()) == ["export_config.json", "model.onnx"]
+    err = _fails(["export", str(run_dir), "--out", str(tmp_path / "x"), "--precision", "fp8"], capsys)
+    assert "unknown precision 'fp8'" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_engine_without_tensorrt_fails_before_writing(trained, tmp_path, capsys):
+    pytest.importorskip("torch")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed here")
+    except ImportError:
+        pass
+    run_dir, _ = trained
+    err = _fails(["export", str(run_dir), "--out", str(tmp_path / "e"), "--engine"], capsys)
+    assert "TensorRT is not installed" in err
+    assert not (tmp_path / "e").exists()
