@@ -1,0 +1,183 @@
+"""The training configuration: one dataclass, resolved once and saved as `config.json` in the run dir.
+
+Resolution (`TrainConfig.resolved`) makes paths absolute, fixes the run id and the numbers of
+validation and test subjects, so the saved file alone says what the run did. The split is made by
+subject and depends only on the data's subjects and the seed (`split_indices`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import secrets
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from ctd_runtime.codec import DECODE_METHODS
+from ctd_runtime.errors import CtdError
+from ctd_train.data.augment import AugmentConfig
+from ctd_train.data.splits import limit_images, limit_subjects, split_subjects
+from ctd_train.methods import MethodConfig
+
+CONFIG_FILE = "config.json"
+
+# fields that may change between an interrupted run and its resumption (speed or bookkeeping only)
+RESUME_FREE_FIELDS = ("workers", "out", "run_id", "threads")
+
+DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_TEST_FRACTION = 0.2
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on.
+
+    Limited labels: `train_subjects` keeps all images of that many training subjects,
+    `train_images` exactly that many images (whole subjects first); give at most one.
+    `val_subjects` / `test_subjects` default to 10% / 20% of the subjects (at least one each).
+    `threads` None uses every core.
+    """
+
+    data: str
+    out: str
+    schema: str = "imm14"
+    teacher: str = "hse-mobilenet-vggface2"
+    teacher_weights: str | None = None
+    method: MethodConfig = field(default_factory=lambda: MethodConfig(name="ctd-ed"))
+    epochs: int = 150
+    batch_size: int = 2
+    lr: float = 1e-3
+    lr_power: float = 0.9
+    seed: int = 0
+    train_subjects: int | None = None
+    train_images: int | None = None
+    val_subjects: int | None = None
+    test_subjects: int | None = None
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    margin: float = 0.25
+    input_size: int = 256
+    sigma: float = 1.5
+    workers: int = 0            # measured on 2 cores: worker processes do not help (docs/cpu_training.md)
+    channels_last: bool = True  # measured: faster on the CPU (docs/cpu_training.md)
+    bf16: bool = True           # bfloat16 autocast for the training step; validation stays float32
+    threads: int | None = None
+    decode: str = "argmax"
+    run_id: str | None = None
+
+    # ------------------------------------------------------------------ checks and resolution
+
+    def check(self) -> None:
+        """CtdError for values that cannot work (before any file is touched)."""
+        def positive(name: str, value: Any, allow_none: bool = False) -> None:
+            if value is None and allow_none:
+                return
+            if value is None or value <= 0:
+                raise CtdError(f"config: {name} must be positive, not {value}")
+
+        positive("epochs", self.epochs)
+        positive("batch_size", self.batch_size)
+        positive("lr", self.lr)
+        positive("input_size", self.input_size)
+        positive("sigma", self.sigma)
+        positive("train_subjects", self.train_subjects, allow_none=True)
+        positive("train_images", self.train_images, allow_none=True)
+        positive("val_subjects", self.val_subjects, allow_none=True)
+        positive("test_subjects", self.test_subjects, allow_none=True)
+        positive("threads", self.threads, allow_none=True)
+        if self.lr_power < 0:
+            raise CtdError(f"config: lr_power must be >= 0, not {self.lr_power}")
+        if self.margin < 0:
+            raise CtdError(f"config: margin must be >= 0, not {self.margin}")
+        if self.workers < 0:
+            raise CtdError(f"config: workers must be >= 0, not {self.workers}")
+        if self.seed < 0:
+            raise CtdError(f"config: seed must be >= 0, not {self.seed}")
+        if self.train_subjects is not None and self.train_images is not None:
+            raise CtdError("config: give train_subjects or train_images, not both")
+        if self.decode not in DECODE_METHODS:
+            raise CtdError(f"config: unknown decode {self.decode!r}; choose from {', '.join(DECODE_METHODS)}")
+        if self.input_size % 4:
+            raise CtdError(f"config: input_size {self.input_size} is not a multiple of the heatmap stride 4")
+
+    def resolved(self, num_subjects: int | None = None) -> "TrainConfig":
+        """A copy with absolute paths, a run id and (given the data's subject count) the split sizes."""
+        self.check()
+        c = replace(self)
+        c.data = str(Path(self.data).expanduser().resolve())
+        c.out = str(Path(self.out).expanduser().resolve())
+        if self.teacher_weights is not None:
+            c.teacher_weights = str(Path(self.teacher_weights).expanduser().resolve())
+        schema_path = Path(self.schema).expanduser()
+        if schema_path.suffix == ".json" or schema_path.exists():
+            c.schema = str(schema_path.resolve())
+        if c.run_id is None:
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            c.run_id = f"{Path(c.out).name}-{stamp}-{secrets.token_hex(3)}"
+        if num_subjects is not None:
+            c.val_subjects, c.test_subjects = split_sizes(num_subjects, self.val_subjects, self.test_subjects)
+        return c
+
+    # ------------------------------------------------------------------ (de)serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "method":
+                v = v.to_dict()
+            elif f.name == "augment":
+                v = None if v is None else v.to_dict()
+            d[f.name] = v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str | Path | None = None) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise CtdError(f"unknown config field(s): {', '.join(unknown)}", path=where)
+        kw = dict(d)
+        try:
+            if isinstance(kw.get("method"), dict):
+                kw["method"] = MethodConfig.from_dict(kw["method"])
+            elif isinstance(kw.get("method"), str):
+                kw["method"] = MethodConfig(name=kw["method"])
+            if isinstance(kw.get("augment"), dict):
+                kw["augment"] = AugmentConfig.from_dict(kw["augment"])
+            return cls(**kw)
+        except CtdError as e:
+            raise CtdError(str(e), path=where) from None
+        except (TypeError, ValueError, KeyError) as e:
+            raise CtdError(f"not a valid training config ({type(e).__name__}: {e})", path=where) from None
+
+    def differences(self, other: "TrainConfig", ignore: Sequence[str] = RESUME_FREE_FIELDS) -> list[str]:
+        """`field: mine != other's` for every field that differs, except those in `ignore`."""
+        a, b = self.to_dict(), other.to_dict()
+        return [f"{k}: {b[k]!r} != {a[k]!r}" for k in a if k not in ignore and a[k] != b[k]]
+
+
+def split_sizes(num_subjects: int, val: int | None, test: int | None) -> tuple[int, int]:
+    """(val, test) subject counts: given ones are kept, missing ones default to 10% / 20% (>= 1);
+    at least one subject must be left for training."""
+    v = val if val is not None else max(1, round(DEFAULT_VAL_FRACTION * num_subjects))
+    t = test if test is not None else max(1, round(DEFAULT_TEST_FRACTION * num_subjects))
+    if num_subjects - v - t < 1:
+        raise CtdError(
+            f"the data has {num_subjects} subjects: too few for {v} validation and {t} test subjects "
+            "and at least one training subject"
+        )
+    return int(v), int(t)
+
+
+def split_indices(subjects: Sequence[str], config: TrainConfig) -> dict[str, list[int]]:
+    """{"train", "val", "test", "all"}: image indices, split by subject with the config's seed,
+    the training split then limited to train_subjects / train_images."""
+    n = len(set(subjects))
+    v, t = split_sizes(n, config.val_subjects, config.test_subjects)
+    splits = split_subjects(subjects, counts=[n - v - t, v, t], seed=config.seed)
+    if config.train_subjects is not None:
+        splits["train"] = limit_subjects(splits["train"], subjects, config.train_subjects, seed=config.seed)
+    elif config.train_images is not None:
+        splits["train"] = limit_images(splits["train"], subjects, config.train_images, seed=config.seed)
+    splits["all"] = list(range(len(subjects)))
+    return splits

@@ -1,0 +1,424 @@
+"""The training loop: validate everything, then Adam with polynomial learning-rate decay, validation
+every epoch, best/last checkpoints, `metrics.jsonl`, resumption, and a final test evaluation.
+
+A run dir holds:
+
+    config.json            the resolved TrainConfig
+    split.json             the image names of the train / val / test splits
+    checkpoint_last.pt     every epoch (with optimizer state: running again resumes from it)
+    checkpoint_best.pt     the epoch with the lowest validation ME (PFL-normalised)
+    metrics.jsonl          one JSON line per epoch: lr, loss terms, validation errors, times
+    eval_test.json/.csv    the best checkpoint on the test split; ced.png its CED curve
+
+Reproducibility: python, numpy and torch are seeded from the config's seed; every epoch reseeds
+torch and the shuffling from (seed, epoch) and the dataset draws its augmentation from
+(seed, epoch, image), so an interrupted and resumed run ends with the same weights as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from ctd_runtime.atomic import write_json_atomic, write_text_atomic
+from ctd_runtime.codec import HeatmapCodec
+from ctd_runtime.errors import CtdError
+from ctd_runtime.metrics import evaluate_landmarks
+from ctd_runtime.normalization import Normalization
+from ctd_runtime.schema import LandmarkSchema, get_schema
+from ctd_train.checkpoint import BEST, LAST, LoadedRun, read_checkpoint, save_checkpoint
+from ctd_train.config import CONFIG_FILE, TrainConfig, split_indices
+from ctd_train.evaluate import DEFAULT_THRESHOLD, evaluate_loaded, predict_crops
+
+METRICS_FILE = "metrics.jsonl"
+SPLIT_FILE = "split.json"
+EVAL_TEST_FILE = "eval_test.json"
+BEST_KEY = "val_me_pfl"  # the validation number that picks checkpoint_best.pt
+
+EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return os.cpu_count() or 1
+
+
+def poly_lr(base_lr: float, iteration: int, total: int, power: float) -> float:
+    """Polynomial decay per iteration: base_lr * (1 - iteration / total) ** power (0 at the end)."""
+    frac = min(max(iteration / max(total, 1), 0.0), 1.0)
+    return float(base_lr * (1.0 - frac) ** power)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % 2**63
+
+
+# ------------------------------------------------------------------------------- validation
+
+
+def _check_output_folder(out: Path) -> None:
+    """CtdError when `out` is a file, cannot be created or written, or is a non-empty non-run folder."""
+    if out.exists():
+        if not out.is_dir():
+            raise CtdError("output path exists and is not a folder", path=out)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise CtdError("output folder is not writable", path=out)
+        if not (out / CONFIG_FILE).exists() and any(out.iterdir()):
+            raise CtdError(
+                f"output folder exists, is not empty and holds no {CONFIG_FILE} (not a ctd run); "
+                "choose a new or empty folder",
+                path=out,
+            )
+        return
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CtdError(f"cannot create the output folder: {parent} is a file", path=out)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CtdError(f"cannot create the output folder: {parent} is not writable", path=out)
+
+
+def _existing_config(out: Path) -> TrainConfig | None:
+    path = out / CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CtdError(f"cannot read the existing run's config ({e})", path=path) from None
+    if not isinstance(d, dict):
+        raise CtdError("the existing run's config is not a JSON object", path=path)
+    return TrainConfig.from_dict(d, where=path)
+
+
+@dataclass
+class Setup:
+    """Everything built and checked before the first step."""
+
+    config: TrainConfig
+    out: Path
+    schema: LandmarkSchema
+    images: Any
+    splits: dict[str, list[int]]
+    teacher: Any
+    method: Any
+    normalization: Normalization
+    codec: HeatmapCodec
+    train_set: Any
+    val_set: Any
+    resume: bool
+    input_spec: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare(config: TrainConfig) -> Setup:
+    """Check and build everything (data, schema, teacher, method, output folder) without training.
+
+    CtdError for: bad config values, an output path that is a file / not writable / a non-run
+    folder, an existing run with a different config, data lacking the schema's points, a teacher
+    that does not load, a method the teacher cannot serve (e.g. classifier distillation without a
+    classifier), flip augmentation on a one-eye schema, too few subjects for the split."""
+    from ctd_train.data.annotations import read_annotations
+    from ctd_train.data.dataset import LandmarkCropDataset
+    from ctd_train.methods import build_method
+    from ctd_train.teachers import create_teacher
+
+    config.check()
+    config.method.validate()
+    out = Path(config.out).expanduser().resolve()
+    _check_output_folder(out)
+    schema = get_schema(config.schema)
+    images = read_annotations(config.data, validate_images=True)
+    schema.select(images.points[:1], where=Path(config.data) / "annotations.csv")
+    resolved = config.resolved(num_subjects=len(set(images.subjects)))
+
+    previous = _existing_config(out)
+    resume = False
+    if previous is not None:
+        resolved.run_id = previous.run_id
+        diffs = resolved.differences(previous)
+        if diffs:
+            raise CtdError(
+                "the output folder holds a run with a different config ("
+                + "; ".join(f"{d} (existing != new)" for d in diffs[:6])
+                + "); resume with the same options or choose another output folder",
+                path=out / CONFIG_FILE,
+            )
+        resume = True
+
+    splits = split_indices(images.subjects, resolved)
+    if len(splits["train"]) == 0:
+        raise CtdError("the training split is empty")
+
+    seed_everything(resolved.seed)
+    teacher = None
+    input_spec = None
+    if resolved.method.name != "hg":
+        teacher = create_teacher(resolved.teacher, resolved.teacher_weights)
+        input_spec = teacher.input_spec.to_dict()
+    method = build_method(resolved.method, schema.num_landmarks, teacher)
+    normalization = method.input_normalization(teacher)
+    codec = HeatmapCodec(input_size=resolved.input_size, stride=4, sigma=resolved.sigma)
+    train_set = LandmarkCropDataset(images, splits["train"], schema, normalization, codec,
+                                    augment=resolved.augment, margin=resolved.margin, seed=resolved.seed)
+    val_set = LandmarkCropDataset(images, splits["val"], schema, normalization, codec, augment=None,
+                                  margin=resolved.margin, seed=resolved.seed)
+    # one forward pass on one item: shapes of method, codec and data agree before any training
+    probe = train_set[0]
+    with torch.no_grad():
+        method.eval()
+        hm = method.predictor(probe["image"][None])
+        method.train()
+    if tuple(hm.shape[1:]) != tuple(probe["heatmaps"].shape):
+        raise CtdError(f"the {resolved.method.name} model gives heatmaps {tuple(hm.shape[1:])} but the targets are "
+                       f"{tuple(probe['heatmaps'].shape)}")
+    return Setup(config=resolved, out=out, schema=schema, images=images, splits=splits, teacher=teacher,
+                 method=method, normalization=normalization, codec=codec, train_set=train_set,
+                 val_set=val_set, resume=resume, input_spec=input_spec)
+
+
+# ------------------------------------------------------------------------------- the loop
+
+
+def _validate(setup: Setup) -> dict[str, float]:
+    c = setup.config
+    # always float32: validation numbers must not depend on the training speed settings
+    p = predict_crops(setup.method.predictor, setup.val_set, setup.codec, c.decode,
+                      batch_size=max(c.batch_size, 8), channels_last=c.channels_last)
+    setup.method.train()
+    gt = setup.schema.select(setup.images.points[p.indices])
+    px = evaluate_landmarks(p.pred, gt, "px", 1.0, setup.schema.pfl_pair)
+    pfl = evaluate_landmarks(p.pred, gt, "pfl", DEFAULT_THRESHOLD, setup.schema.pfl_pair)
+    return {
+        "val_me_px": px.summary.me, "val_sd_px": px.summary.sd,
+        "val_me_pfl": pfl.summary.me, "val_sd_pfl": pfl.summary.sd,
+        "val_fr_pfl": pfl.summary.fr, "val_auc_pfl": pfl.summary.auc,
+        "val_pfl_error_px": px.pfl_error_mean_abs,
+    }
+
+
+def _loader(setup: Setup, epoch: int) -> torch.utils.data.DataLoader:
+    c = setup.config
+    setup.train_set.set_epoch(epoch)
+    g = torch.Generator()
+    g.manual_seed(epoch_seed(c.seed, epoch))
+    return torch.utils.data.DataLoader(
+        setup.train_set, batch_size=c.batch_size, shuffle=True, generator=g, num_workers=c.workers,
+        drop_last=False, persistent_workers=False,
+    )
+
+
+def _save(setup: Setup, path: Path, epoch: int, metrics: dict[str, Any], training: dict[str, Any] | None) -> None:
+    c = setup.config
+    save_checkpoint(
+        path, predictor=setup.method.predictor, config=c.to_dict(), schema=setup.schema,
+        teacher_name=c.teacher, input_spec=setup.input_spec, normalization=setup.normalization,
+        codec=setup.codec, run_id=c.run_id or "", epoch=epoch, decode=c.decode, metrics=metrics,
+        training=training,
+    )
+
+
+def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    write_text_atomic(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def _fmt_terms(sums: dict[str, float], n: int) -> str:
+    return " ".join(f"{k} {v / max(n, 1):.4g}" for k, v in sums.items())
+
+
+def train(
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    console: Console | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    evaluate_test: bool = True,
+) -> Path:
+    """Train (or resume) the run `config` describes; returns the run dir.
+
+    `on_epoch_end(epoch, record)` is called after each epoch's checkpoints are written (epochs
+    count from 1); an exception it raises stops training there, as a kill would.
+    """
+    console = console or _stderr_console()
+    threads = config.threads or cpu_count()
+    torch.set_num_threads(threads)
+    setup = prepare(config)
+    c, out, method = setup.config, setup.out, setup.method
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not setup.resume:
+        write_json_atomic(out / CONFIG_FILE, c.to_dict())
+    names = setup.images.image_names
+    write_json_atomic(out / SPLIT_FILE, {k: [names[i] for i in v] for k, v in setup.splits.items() if k != "all"})
+
+    if c.channels_last:
+        method.to(memory_format=torch.channels_last)
+    params = list(method.trainable_parameters())
+    if not params:
+        raise CtdError(f"method {c.method.name} has no trainable parameters")
+    optimizer = torch.optim.Adam(params, lr=c.lr)
+    iters_per_epoch = -(-len(setup.train_set) // c.batch_size)
+    total_iters = c.epochs * iters_per_epoch
+
+    start_epoch, iteration = 0, 0
+    best: dict[str, Any] = {"epoch": 0, BEST_KEY: float("inf")}
+    history: list[dict[str, Any]] = []
+    last_path = out / LAST
+    if setup.resume and last_path.exists():
+        ckpt = read_checkpoint(last_path)
+        if ckpt["run_id"] != c.run_id:
+            raise CtdError(f"checkpoint belongs to run {ckpt['run_id']!r}, the config to {c.run_id!r}",
+                           path=last_path)
+        training = ckpt.get("training") or {}
+        try:
+            method.predictor.load_state_dict(ckpt["predictor"])
+            optimizer.load_state_dict(training["optimizer"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise CtdError(f"cannot resume from this checkpoint ({type(e).__name__}: {e})", path=last_path) from None
+        start_epoch = int(ckpt["epoch"])
+        iteration = int(training.get("iteration", start_epoch * iters_per_epoch))
+        best = dict(training.get("best", best))
+        history = list(training.get("history", []))
+        if start_epoch < c.epochs:
+            console.print(f"resuming {out} after epoch {start_epoch}/{c.epochs}")
+    method.train()
+
+    terms = tuple(method.loss_terms)
+    for epoch in range(start_epoch + 1, c.epochs + 1):
+        torch.manual_seed(epoch_seed(c.seed, epoch))
+        loader = _loader(setup, epoch)
+        sums = {"loss": 0.0, **{t: 0.0 for t in terms}}
+        seen = 0
+        t0 = time.perf_counter()
+        bar = _progress_bar(console, progress)
+        with bar:
+            task = bar.add_task(f"epoch {epoch}/{c.epochs}", total=iters_per_epoch, losses="")
+            for batch in loader:
+                lr_now = poly_lr(c.lr, iteration, total_iters, c.lr_power)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_now
+                x = batch["image"]
+                if c.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=c.bf16):
+                    result = method(x, batch["heatmaps"], batch["target_weight"])
+                loss = result["loss"]
+                if not torch.isfinite(loss):
+                    raise CtdError(f"the loss became {loss.item()} at epoch {epoch}, iteration {iteration + 1}; "
+                                   f"try a lower learning rate than {c.lr:g}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                iteration += 1
+                n = int(x.shape[0])
+                seen += n
+                for k in sums:
+                    sums[k] += float(result[k].detach()) * n
+                bar.update(task, advance=1, losses=_fmt_terms(sums, seen))
+        train_time = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        val = _validate(setup)
+        val_time = time.perf_counter() - t1
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "lr": poly_lr(c.lr, iteration - 1, total_iters, c.lr_power),
+            **{k: v / max(seen, 1) for k, v in sums.items()},
+            **val,
+            "train_time_s": round(train_time, 3),
+            "val_time_s": round(val_time, 3),
+            "images_per_s": round(seen / max(train_time, 1e-9), 3),
+        }
+        history.append(record)
+        improved = val[BEST_KEY] < best[BEST_KEY]
+        if improved:
+            best = {"epoch": epoch, **val}
+            _save(setup, out / BEST, epoch, record, training=None)
+        training_state = {
+            "optimizer": optimizer.state_dict(),
+            "iteration": iteration,
+            "best": best,
+            "history": history,
+        }
+        _save(setup, last_path, epoch, record, training=training_state)
+        _write_metrics(out, history)
+        console.print(
+            f"epoch {epoch}/{c.epochs}  {_fmt_terms(sums, seen)}  val ME {val['val_me_px']:.3f} px "
+            f"/ {val['val_me_pfl']:.4f} PFL{'  (best)' if improved else ''}  "
+            f"{record['images_per_s']:.2f} img/s",
+            highlight=False,
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+
+    if history:
+        _write_metrics(out, history)
+    finished_before = start_epoch >= c.epochs and (out / EVAL_TEST_FILE).exists()
+    if evaluate_test and (out / BEST).exists() and not finished_before:
+        report = _evaluate_best(setup)
+        s = report.evaluation.summary
+        console.print(
+            f"test ({s.n_images} images, best epoch {report.epoch}): ME {s.me:.4f} +- {s.sd:.4f} {s.unit}, "
+            f"FR {100 * s.fr:.2f}%, AUC {s.auc:.3f} at {s.threshold:g} {s.unit}; "
+            f"{report.evaluations['px'].summary.me:.3f} px",
+            highlight=False,
+        )
+    return out
+
+
+def _evaluate_best(setup: Setup):
+    """The best checkpoint on the test split: eval_test.json, eval_test.csv and ced.png."""
+    c = setup.config
+    ckpt = read_checkpoint(setup.out / BEST)
+    predictor = copy.deepcopy(setup.method.predictor)
+    predictor.load_state_dict(ckpt["predictor"])
+    predictor.eval()
+    run = LoadedRun(
+        run_dir=setup.out, predictor=predictor, schema=setup.schema, normalization=setup.normalization,
+        codec=setup.codec, config=c.to_dict(), run_id=c.run_id or "", ctd_version=ckpt["ctd_version"],
+        decode=c.decode, input_size=c.input_size, checkpoint_path=setup.out / BEST,
+        epoch=int(ckpt["epoch"]), teacher_name=c.teacher, method_name=c.method.name,
+    )
+    return evaluate_loaded(run, split="test", decode=c.decode)
+
+
+def _stderr_console() -> Console:
+    console = Console(stderr=True)
+    if not console.is_terminal:  # logs: one line per epoch, not wrapped at 80 columns
+        console = Console(stderr=True, width=max(console.width, 160))
+    return console
+
+
+def _progress_bar(console: Console, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[losses]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=True,
+    )

@@ -1,0 +1,103 @@
+"""`ctd train` and `ctd evaluate` through the root CLI (tiny fake teacher, synthetic data)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ctd_runtime.cli import build_app, main
+from tests.train._tiny_training import TINY, TINY_NOCLS, tiny_data, tiny_teachers
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--data", str(data), "--out", str(out), "--teacher", TINY, "--method", "ctd-com",
+            "--input-size", "64", "--head-channels", "16", "--epochs", "1", "--val-subjects", "1",
+            "--test-subjects", "1", "--threads", "1", "--no-progress", *extra]
+
+
+@pytest.fixture()
+def data(tmp_path, monkeypatch):
+    tiny_teachers(monkeypatch)
+    return tiny_data(tmp_path / "data")
+
+
+def test_train_then_evaluate(data, tmp_path):
+    runner = CliRunner()
+    app = build_app()
+    run = tmp_path / "run"
+    res = runner.invoke(app, _train_args(data, run, "--seed", "3", "--lambda", "0.01", "--mu", "3",
+                                         "--train-images", "3"))
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["seed"] == 3 and cfg["method"]["lambda_"] == 0.01 and cfg["method"]["mu"] == 3.0
+    assert cfg["train_images"] == 3 and cfg["epochs"] == 1 and cfg["batch_size"] == 2
+    assert (run / "eval_test.json").is_file() and (run / "ced.png").is_file()
+
+    res = runner.invoke(app, ["evaluate", str(run), "--decode", "quarter", "--threshold", "0.2"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    out = " ".join(res.output.split())
+    for text in ("ME +- SD", "FR", "AUC", "threshold 0.2 pfl", "per-landmark", "r_endocanthion", "PFL error",
+                 "eval_test_quarter_pfl0.2.csv", "ced_quarter_pfl0.2.png"):
+        assert text in out, text
+    assert (run / "eval_test_quarter_pfl0.2.csv").is_file()
+
+    res = runner.invoke(app, ["evaluate", str(run), "--unit", "mm", "--pixel-spacing", "0.25", "--split", "val",
+                              "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "threshold 0.1 mm" in " ".join(res.output.split())
+    assert (tmp_path / "ev" / "eval_val_mm0.1.json").is_file()
+
+    run2 = tmp_path / "run2"
+    assert runner.invoke(app, _train_args(data, run2, "--method", "ft")).exit_code == 0
+    res = runner.invoke(app, ["evaluate", "--compare", str(run), str(run2)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    out = " ".join(res.output.split())
+    assert "CTD-Com" in out and "FT" in out and "threshold 0.1 pfl" in out
+    md = (tmp_path / "compare.md").read_text()
+    assert "| Method | ME +- SD | FR | AUC |" in md
+    assert (tmp_path / "compare_ced.png").is_file()
+
+
+def _main_error(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    return " ".join(capsys.readouterr().err.split())
+
+
+def test_errors_exit_2_with_a_message(data, tmp_path, capsys):
+    err = _main_error(_train_args(data, tmp_path / "r", "--method", "ctd-cd", "--teacher", TINY_NOCLS), capsys)
+    assert "error:" in err and "has none" in err
+    assert not (tmp_path / "r").exists()
+    err = _main_error(["evaluate", str(tmp_path / "missing-run")], capsys)
+    assert "run folder not found" in err
+    err = _main_error(["evaluate", str(tmp_path), "--unit", "inch"], capsys)
+    assert "unknown unit" in err
+    err = _main_error(["evaluate", str(tmp_path), str(tmp_path)], capsys)
+    assert "--compare" in err
+    (tmp_path / "f").write_text("x")
+    err = _main_error(_train_args(data, tmp_path / "f"), capsys)
+    assert "not a folder" in err
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from ctd_runtime.cli import build_app\n"
+        "app = build_app()\n"
+        "for args in (['--help'], ['train', '--help'], ['evaluate', '--help']):\n"
+        "    r = CliRunner().invoke(app, args)\n"
+        "    assert r.exit_code == 0, r.output\n"
+        "print('torch' in sys.modules)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "False"
