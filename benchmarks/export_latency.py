@@ -28,19 +28,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ctd_runtime.machine import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imm-face"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def percentiles(times_s: list[float]) -> dict[str, float]:

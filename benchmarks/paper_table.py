@@ -27,21 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from ctd_runtime.machine import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imm-face"
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "teachers" / "hse-mobilenet-vggface2" / "faceres-deep.json"
 ALL_METHODS = ("fe", "ftp", "ft", "hg", "ctd-cd", "ctd-ed", "ctd-com")
 DECODES = ("argmax", "quarter", "dark")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict[str, Any]:

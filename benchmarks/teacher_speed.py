@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ctd_runtime.atomic import write_json_atomic
+from ctd_runtime.machine import cpu_model
 from ctd_runtime.errors import CtdError
 from ctd_train.teachers import create_teacher, list_teachers
 
@@ -39,22 +40,8 @@ SHARED_WEIGHTS = {
 
 
 def machine_description() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": cpu,
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+    return {"cpu_model": cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch_version": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
 
 
 def load_for_benchmark(name: str, teachers_dir: Path):

@@ -25,8 +25,8 @@ import numpy as np
 
 from ctd_runtime.atomic import write_text_atomic
 from ctd_runtime.errors import CtdError
-from ctd_train.data.annotations import first_outside, read_image, write_annotations
-from ctd_train.data.imm_asf import ImportReport, place_image, prepare_out_dir
+from ctd_train.data.annotations import first_outside, read_image
+from ctd_train.data.imm_asf import ImportReport, write_imported_folder
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 PTS_OFFSET = 1.0  # iBUG coordinates are 1-based
@@ -174,9 +174,4 @@ def import_pts(
     if not names:
         raise CtdError("no usable .pts file (all were skipped)", path=folder)
 
-    images_out = prepare_out_dir(out_dir, force)
-    for name, src in zip(names, sources):
-        place_image(src, images_out / name, copy, report)
-    write_annotations(out_dir, names, subjects, np.stack(points))
-    report.num_images = len(names)
-    return report
+    return write_imported_folder(out_dir, names, subjects, points, sources, copy, force, report)

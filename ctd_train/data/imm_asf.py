@@ -155,6 +155,19 @@ def prepare_out_dir(out_dir: Path, force: bool) -> Path:
     return images
 
 
+def write_imported_folder(
+    out_dir: Path, names: list[str], subjects: list[str], points: list[np.ndarray], sources: list[Path],
+    copy: bool, force: bool, report: ImportReport,
+) -> ImportReport:
+    """The last step of every importer: out_dir/images/ (links or copies) + annotations.csv."""
+    images_out = prepare_out_dir(out_dir, force)
+    for name, src in zip(names, sources):
+        place_image(src, images_out / name, copy, report)
+    write_annotations(out_dir, names, subjects, np.stack(points))
+    report.num_images = len(names)
+    return report
+
+
 def place_image(src: Path, dst: Path, copy: bool, report: ImportReport) -> None:
     """Symlink `dst` -> `src` (absolute), falling back to a copy where links are not possible."""
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -230,12 +243,7 @@ def import_imm(
     if dupes:
         raise CtdError(f"several ASF files name the same image {sorted(dupes)[0]}", path=asf_dir)
 
-    images_out = prepare_out_dir(out_dir, force)
-    for name, src in zip(names, sources):
-        place_image(src, images_out / name, copy, report)
-    write_annotations(out_dir, names, subjects, np.stack(points))
-    report.num_images = len(names)
-    return report
+    return write_imported_folder(out_dir, names, subjects, points, sources, copy, force, report)
 
 
 __all__ = ["AsfShape", "ImportReport", "import_imm", "normalize_eye_contours", "read_asf", "subject_of"]
