@@ -16,6 +16,9 @@ from ctd_runtime.errors import CtdError
 
 console = Console(stderr=True)
 
+# modules that only `ctd[train]` installs; the station commands never import them
+TRAINING_STACK = {"torch", "onnx", "onnxscript", "onnxconverter_common", "matplotlib", "ctd_train", "ctd_export"}
+
 
 def _version_callback(value: bool) -> None:
     if value:
@@ -61,4 +64,14 @@ def main(argv: list[str] | None = None) -> None:
             raise
     except CtdError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ModuleNotFoundError as e:
+        root = (e.name or "").split(".")[0]
+        if root not in TRAINING_STACK:
+            raise
+        console.print(
+            f"[bold red]error:[/] this command needs the training stack ({root} is not installed): "
+            "pip install 'ctd[train]' (with torch==2.13.0 first on a CPU-only machine)",
+            highlight=False, soft_wrap=True,
+        )
         sys.exit(2)
