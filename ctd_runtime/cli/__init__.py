@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ctd_runtime import __version__
 from ctd_runtime.errors import CtdError
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         if e.code not in (0, None):
             raise
     except CtdError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ModuleNotFoundError as e:
         root = (e.name or "").split(".")[0]
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         console.print(
             f"[bold red]error:[/] this command needs the training stack ({root} is not installed): "
-            "pip install 'ctd[train]' (with torch==2.13.0 first on a CPU-only machine)",
+            "pip install 'ctd\\[train]' (with torch==2.13.0 first on a CPU-only machine)",
             highlight=False, soft_wrap=True,
         )
         sys.exit(2)
