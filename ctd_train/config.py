@@ -7,6 +7,8 @@ subject and depends only on the data's subjects and the seed (`split_indices`).
 
 from __future__ import annotations
 
+import re
+
 import datetime as _dt
 import secrets
 from dataclasses import dataclass, field, fields, replace
@@ -22,7 +24,7 @@ from ctd_train.methods import MethodConfig
 CONFIG_FILE = "config.json"
 
 # fields that may change between an interrupted run and its resumption (speed or bookkeeping only)
-RESUME_FREE_FIELDS = ("workers", "out", "run_id", "threads")
+RESUME_FREE_FIELDS = ("workers", "out", "run_id", "threads", "device")
 
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_TEST_FRACTION = 0.2
@@ -61,6 +63,7 @@ class TrainConfig:
     channels_last: bool = True  # measured: faster on the CPU (docs/cpu_training.md)
     bf16: bool = True           # bfloat16 autocast for the training step; validation stays float32
     threads: int | None = None
+    device: str = "auto"        # auto (cuda when available) | cpu | cuda | cuda:N
     decode: str = "argmax"
     run_id: str | None = None
 
@@ -90,6 +93,8 @@ class TrainConfig:
             raise CtdError(f"config: margin must be >= 0, not {self.margin}")
         if self.workers < 0:
             raise CtdError(f"config: workers must be >= 0, not {self.workers}")
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise CtdError(f"config: device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if self.seed < 0:
             raise CtdError(f"config: seed must be >= 0, not {self.seed}")
         if self.train_subjects is not None and self.train_images is not None:

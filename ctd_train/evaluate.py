@@ -67,13 +67,14 @@ def predict_crops(
     if decode not in DECODE_METHODS:
         raise CtdError(f"unknown decode {decode!r}; choose from {', '.join(DECODE_METHODS)}")
     predictor.eval()
+    device = next(predictor.parameters()).device
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     preds, scores, affines, indices = [], [], [], []
     for batch in loader:
-        x = batch["image"]
+        x = batch["image"].to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             hm = predictor(x)
         xy, sc = codec.decode(hm.float().cpu().numpy(), method=decode)
         aff = batch["affine"].numpy().astype(np.float64)

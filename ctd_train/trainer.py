@@ -62,6 +62,15 @@ def poly_lr(base_lr: float, iteration: int, total: int, power: float) -> float:
     return float(base_lr * (1.0 - frac) ** power)
 
 
+def resolve_device(name: str) -> torch.device:
+    """`auto` is the GPU when torch sees one, else the CPU; an absent GPU asked for is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CtdError(f"device {name!r} asked for, but torch sees no CUDA device (torch {torch.__version__})")
+    return torch.device(name)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -271,6 +280,8 @@ def train(
     names = setup.images.image_names
     write_json_atomic(out / SPLIT_FILE, {k: [names[i] for i in v] for k, v in setup.splits.items() if k != "all"})
 
+    device = resolve_device(c.device)
+    method.to(device)
     if c.channels_last:
         method.to(memory_format=torch.channels_last)
     params = list(method.trainable_parameters())
@@ -317,11 +328,11 @@ def train(
                 lr_now = poly_lr(c.lr, iteration, total_iters, c.lr_power)
                 for group in optimizer.param_groups:
                     group["lr"] = lr_now
-                x = batch["image"]
+                x = batch["image"].to(device, non_blocking=True)
                 if c.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=c.bf16):
-                    result = method(x, batch["heatmaps"], batch["target_weight"])
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.bf16):
+                    result = method(x, batch["heatmaps"].to(device), batch["target_weight"].to(device))
                 loss = result["loss"]
                 if not torch.isfinite(loss):
                     raise CtdError(f"the loss became {loss.item()} at epoch {epoch}, iteration {iteration + 1}; "

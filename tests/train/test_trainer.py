@@ -16,6 +16,7 @@ import torch
 
 from ctd_runtime.errors import CtdError
 from ctd_train.checkpoint import BEST, LAST
+from ctd_train.config import TrainConfig
 from ctd_train.trainer import poly_lr, train
 from tests.train._tiny_training import TINY_NOCLS, tiny_config, tiny_data, tiny_teachers
 
@@ -241,3 +242,28 @@ def test_killed_process_resumes(tmp_path):
     assert [r["epoch"] for r in _metrics(cut)] == [1, 2, 3, 4]
     wf, wc = _weights(tmp_path / "full" / LAST), _weights(cut / LAST)
     assert all(torch.equal(wf[k], wc[k]) for k in wf)
+
+
+def test_device_choice_is_checked():
+    from ctd_train.trainer import resolve_device
+
+    with pytest.raises(CtdError, match="device must be"):
+        TrainConfig(data="d", out="o", device="tpu").check()
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(CtdError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+@pytest.mark.gpu
+def test_one_epoch_on_the_gpu(tmp_path, monkeypatch):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from ctd_train.checkpoint import load_run
+
+    tiny_teachers(monkeypatch)
+    config = tiny_config(tiny_data(tmp_path / "data"), tmp_path / "run", epochs=1)
+    config.device = "cuda"
+    run_dir = train(config, progress=False, evaluate_test=False)
+    assert next(load_run(run_dir).predictor.parameters()).device.type == "cpu"
