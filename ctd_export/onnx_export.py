@@ -66,7 +66,7 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     exporter: str = "torchscript"      # torchscript (dynamo=False) | dynamo
     force: bool = False                # overwrite an existing model.onnx
-    threads: int | None = None         # ONNX Runtime threads of the parity run
+    threads: int | None = None         # CPU threads of the parity run (torch and ONNX Runtime)
     post_steps: list[PostStep] = field(default_factory=list)
 
     def check(self) -> None:
@@ -455,6 +455,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
     options = options or ExportOptions()
     options.check()
     _check_out_dir(Path(out_dir), options.force)
+    if options.threads is not None:  # the PyTorch side of the parity run, like ONNX Runtime's
+        import torch
+
+        torch.set_num_threads(options.threads)
     expected = None
     if options.schema is not None:
         from ctd_runtime.schema import get_schema

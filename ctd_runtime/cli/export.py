@@ -85,10 +85,6 @@ def export_cmd(
         import_tensorrt()
         if "fp16" not in precisions:
             precisions.append("fp16")
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
     options = ExportOptions(
         decode=decode, heatmaps=heatmaps, raw=raw, tolerance_px=tolerance,
         images=None if images is None else str(images), max_images=max_images, which=which,

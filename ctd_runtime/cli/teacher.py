@@ -42,11 +42,7 @@ def weights_found(entry: "TeacherEntry") -> tuple[bool, str]:
 
 def describe_teacher(teacher: "Teacher", size: int = 256) -> dict[str, Any]:
     """Input spec, parameter counts and output shapes for a `size` x `size` input."""
-    import torch
-
-    net = teacher.frozen()
-    with torch.inference_mode():
-        out = net(torch.zeros(1, 3, size, size))
+    out = teacher.output_shapes(size)
     norm = teacher.input_spec.normalization
     return {
         "name": teacher.name,
@@ -58,10 +54,10 @@ def describe_teacher(teacher: "Teacher", size: int = 256) -> dict[str, Any]:
         "parameters": teacher.parameter_count(),
         "encoder_parameters": sum(p.numel() for p in teacher.network.encoder.parameters()),
         "probe_size": size,
-        "feature_map": list(out["features"].shape),
+        "feature_map": out["features"],
         "has_classifier": teacher.has_classifier,
-        "logits": list(out["logits"].shape) if "logits" in out else None,
-        "embedding": list(out["embedding"].shape) if "embedding" in out else None,
+        "logits": out.get("logits"),
+        "embedding": out.get("embedding"),
     }
 
 

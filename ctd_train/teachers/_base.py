@@ -97,5 +97,12 @@ class Teacher:
         cls.requires_grad_(True)
         return cls
 
+    def output_shapes(self, size: int = 256) -> dict[str, list[int]]:
+        """Shapes of every output (features, logits, embedding) for one size x size input."""
+        net = self.frozen()
+        with torch.inference_mode():
+            out = net(torch.zeros(1, 3, size, size))
+        return {k: list(v.shape) for k, v in out.items()}
+
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.network.parameters())
