@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ctd_runtime.machine import cpu_model
+from ctd_runtime.machine import cpu_model, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imm-face"
@@ -39,9 +39,7 @@ DECODES = ("argmax", "quarter", "dark")
 def machine() -> dict[str, Any]:
     import torch
 
-    from ctd_train.trainer import cpu_count
-
-    return {"cpu": cpu_model(), "cores": cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+    return {"cpu": cpu_model(), "cores": usable_cores(), "torch": torch.__version__, "python": platform.python_version()}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

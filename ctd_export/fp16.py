@@ -365,10 +365,25 @@ def convert_fp16_model(model, scope: str = PREDICTOR_SCOPE, op_block_list: Seque
     return model, info
 
 
-def default_fp16_path(fp32_path: str | Path) -> Path:
-    """model.onnx -> model.fp16.onnx (next to it)."""
+def variant_path(fp32_path: str | Path, precision: str) -> Path:
+    """model.onnx -> model.<precision>.onnx (next to it)."""
     p = Path(fp32_path)
-    return p.with_name(p.name[: -len(".onnx")] + ".fp16.onnx" if p.name.endswith(".onnx") else p.name + ".fp16.onnx")
+    stem = p.name[: -len(".onnx")] if p.name.endswith(".onnx") else p.name
+    return p.with_name(f"{stem}.{precision}.onnx")
+
+
+def default_fp16_path(fp32_path: str | Path) -> Path:
+    return variant_path(fp32_path, "fp16")
+
+
+def load_fp32_source(src: Path):
+    """(onnx module, the FP32 fused model at `src`, its checked ctd metadata): the common start of
+    every reduced-precision conversion."""
+    onnx = _onnx()
+    if not src.is_file():
+        raise CtdError("ONNX file not found", path=src)
+    model = onnx.load(str(src))
+    return onnx, model, source_metadata(model, src)
 
 
 def convert_fp16(
@@ -379,13 +394,9 @@ def convert_fp16(
 ) -> Fp16Result:
     """Write the FP16 variant of the FP32 fused ONNX `src` (default: model.fp16.onnx beside it),
     atomically, with `ctd.precision=fp16` and the conversion details in `ctd.fp16`."""
-    onnx = _onnx()
     src = Path(src)
     dst = default_fp16_path(src) if dst is None else Path(dst)
-    if not src.is_file():
-        raise CtdError("ONNX file not found", path=src)
-    model = onnx.load(str(src))
-    meta = source_metadata(model, src)
+    onnx, model, meta = load_fp32_source(src)
     fp16_model, info = convert_fp16_model(model, scope=scope, op_block_list=op_block_list)
     write_converted_metadata(fp16_model, meta, "fp16", "ctd.fp16", dict(info, source=src.name, scope=scope))
     onnx.checker.check_model(fp16_model)

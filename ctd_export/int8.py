@@ -30,12 +30,13 @@ import numpy as np
 from ctd_export.fp16 import (
     HEAVY_OPS,
     PREDICTOR_SCOPE,
-    _onnx,
     ensure_node_names,
     network_region,
     read_metadata_props,
     set_metadata_props,
-    source_metadata,
+    _onnx,
+    load_fp32_source,
+    variant_path,
     write_converted_metadata,
 )
 from ctd_runtime import geometry
@@ -191,9 +192,7 @@ class Int8Result:
 
 def default_int8_path(fp32_path: str | Path) -> Path:
     """model.onnx -> model.int8.onnx (next to it)."""
-    p = Path(fp32_path)
-    stem = p.name[: -len(".onnx")] if p.name.endswith(".onnx") else p.name
-    return p.with_name(stem + ".int8.onnx")
+    return variant_path(fp32_path, "int8")
 
 
 def _preprocess(src: Path, dst: Path) -> bool:
@@ -305,15 +304,11 @@ def quantize_int8(
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    onnx = _onnx()
     config = config or Int8Config()
     config.check()
     src = Path(src)
     dst = default_int8_path(src) if dst is None else Path(dst)
-    if not src.is_file():
-        raise CtdError("ONNX file not found", path=src)
-    model = onnx.load(str(src))
-    meta = source_metadata(model, src)
+    onnx, model, meta = load_fp32_source(src)
     ensure_node_names(model.graph)
     region, how = network_region(model, config.scope)
     samples = list(samples)[: config.num_images]

@@ -19,13 +19,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def describe_machine(**extra: Any) -> dict[str, Any]:
     """CPU, cores, Python, platform and onnxruntime version, plus whatever the caller adds."""
     import onnxruntime
 
     return {
         "cpu": cpu_model(),
-        "cores": os.cpu_count(),
+        "cores": usable_cores(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "onnxruntime": onnxruntime.__version__,

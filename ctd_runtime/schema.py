@@ -7,7 +7,7 @@ model predicts. It serialises to JSON because it travels inside checkpoints and 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -34,6 +34,7 @@ from rich.console import Console
 from ctd_runtime.atomic import write_json_atomic, write_text_atomic
 from ctd_runtime.codec import HeatmapCodec
 from ctd_runtime.errors import CtdError
+from ctd_runtime.machine import usable_cores
 from ctd_runtime.metrics import evaluate_landmarks
 from ctd_runtime.normalization import Normalization
 from ctd_runtime.schema import LandmarkSchema, get_schema
@@ -47,13 +48,6 @@ EVAL_TEST_FILE = "eval_test.json"
 BEST_KEY = "val_me_pfl"  # the validation number that picks checkpoint_best.pt
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover (not Linux)
-        return os.cpu_count() or 1
 
 
 def poly_lr(base_lr: float, iteration: int, total: int, power: float) -> float:
@@ -269,7 +263,7 @@ def train(
     count from 1); an exception it raises stops training there, as a kill would.
     """
     console = console or _stderr_console()
-    threads = config.threads or cpu_count()
+    threads = config.threads or usable_cores()
     torch.set_num_threads(threads)
     setup = prepare(config)
     c, out, method = setup.config, setup.out, setup.method

@@ -21,6 +21,15 @@ console = Console(stderr=True)
 TRAINING_STACK = {"torch", "onnx", "onnxscript", "onnxconverter_common", "matplotlib", "ctd_train", "ctd_export"}
 
 
+def table_console(min_width: int = 140) -> Console:
+    """stdout console; wider than rich's 80-column default when not writing to a terminal, so
+    tables in logs and CI output keep their rows on one line."""
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=max(out.width, min_width))
+    return out
+
+
 def _version_callback(value: bool) -> None:
     if value:
         print(f"ctd {__version__}")

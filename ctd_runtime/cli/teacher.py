@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from ctd_runtime.cli import table_console
 
 if TYPE_CHECKING:  # pragma: no cover
     from ctd_train.teachers import Teacher
@@ -65,14 +66,6 @@ def _fmt_floats(v: list[float]) -> str:
     return "(" + ", ".join(f"{x:.6g}" for x in v) + ")"
 
 
-def _console() -> Console:
-    """stdout console; wider than rich's 80-column default when not writing to a terminal."""
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 140))
-    return console
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
     teacher_app = typer.Typer(
@@ -99,7 +92,7 @@ def register(app: typer.Typer) -> None:
                 e.weights_source,
                 f"[green]yes[/]: {where}" if found else f"[yellow]no[/] ({where})",
             )
-        _console().print(table)
+        table_console().print(table)
 
     @teacher_app.command("check")
     def check_cmd(
@@ -119,7 +112,7 @@ def register(app: typer.Typer) -> None:
         teacher_entry(name)  # unknown name -> CtdError listing the known teachers
         teacher = create_teacher(name, weights)
         d = describe_teacher(teacher, size)
-        console = _console()
+        console = table_console()
         info = Table(show_header=False, title=f"teacher {name}")
         info.add_column("what", style="bold")
         info.add_column("value", overflow="fold")

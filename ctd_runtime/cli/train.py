@@ -13,16 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ctd_runtime.cli import table_console
+
 from ctd_runtime.codec import DECODE_METHODS
 from ctd_runtime.errors import CtdError
 from ctd_runtime.metrics import ERROR_UNITS
-
-
-def _out_console() -> Console:
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=max(console.width, 120))
-    return console
 
 
 def _choice(value: str, choices: tuple[str, ...], what: str) -> str:
@@ -88,7 +83,7 @@ def train_cmd(
         decode=decode, run_id=run_id,
     )
     run_dir = train(config, progress=not no_progress)
-    _out_console().print(f"run: {run_dir}")
+    table_console(120).print(f"run: {run_dir}")
 
 
 def _summary_table(rows: list[tuple[str, Any]], unit: str, threshold: float, title: str) -> Table:
@@ -162,7 +157,7 @@ def evaluate_cmd(
     _choice(which, ("best", "last"), "checkpoint")
     from ctd_train.evaluate import compare_runs, evaluate_run
 
-    console = _out_console()
+    console = table_console(120)
     if compare:
         import os
 
