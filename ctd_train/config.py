@@ -7,15 +7,16 @@ subject and depends only on the data's subjects and the seed (`split_indices`).
 
 from __future__ import annotations
 
-import re
-
 import datetime as _dt
+import math
+import re
 import secrets
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from ctd_runtime.codec import DECODE_METHODS
+from ctd_runtime.config_dict import checked_kwargs
 from ctd_runtime.errors import CtdError
 from ctd_train.data.augment import AugmentConfig
 from ctd_train.data.splits import limit_images, limit_subjects, split_subjects
@@ -50,6 +51,7 @@ class TrainConfig:
     batch_size: int = 2
     lr: float = 1e-3
     lr_power: float = 0.9
+    head_lr_scale: float = 1.0  # the new head's learning rate is lr x this (the encoder keeps lr)
     seed: int = 0
     train_subjects: int | None = None
     train_images: int | None = None
@@ -74,12 +76,13 @@ class TrainConfig:
         def positive(name: str, value: Any, allow_none: bool = False) -> None:
             if value is None and allow_none:
                 return
-            if value is None or value <= 0:
-                raise CtdError(f"config: {name} must be positive, not {value}")
+            if value is None or not value > 0 or not math.isfinite(value):
+                raise CtdError(f"config: {name} must be a positive number, not {value}")
 
         positive("epochs", self.epochs)
         positive("batch_size", self.batch_size)
         positive("lr", self.lr)
+        positive("head_lr_scale", self.head_lr_scale)
         positive("input_size", self.input_size)
         positive("sigma", self.sigma)
         positive("train_subjects", self.train_subjects, allow_none=True)
@@ -87,10 +90,10 @@ class TrainConfig:
         positive("val_subjects", self.val_subjects, allow_none=True)
         positive("test_subjects", self.test_subjects, allow_none=True)
         positive("threads", self.threads, allow_none=True)
-        if self.lr_power < 0:
-            raise CtdError(f"config: lr_power must be >= 0, not {self.lr_power}")
-        if self.margin < 0:
-            raise CtdError(f"config: margin must be >= 0, not {self.margin}")
+        if not (self.lr_power >= 0 and math.isfinite(self.lr_power)):
+            raise CtdError(f"config: lr_power must be a number >= 0, not {self.lr_power}")
+        if not (self.margin >= 0 and math.isfinite(self.margin)):
+            raise CtdError(f"config: margin must be a number >= 0, not {self.margin}")
         if self.workers < 0:
             raise CtdError(f"config: workers must be >= 0, not {self.workers}")
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
@@ -137,11 +140,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str | Path | None = None) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise CtdError(f"unknown config field(s): {', '.join(unknown)}", path=where)
-        kw = dict(d)
+        kw = checked_kwargs(cls, d, "training config", where)
         try:
             if isinstance(kw.get("method"), dict):
                 kw["method"] = MethodConfig.from_dict(kw["method"])

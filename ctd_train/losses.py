@@ -1,6 +1,12 @@
 """The losses of PAPER.md as pure functions: L_R (eq 1), L_CD (eq 3) and L_ED (eq 4).
 
-Each returns a scalar tensor averaged over the images of the batch, computed in float32."""
+Each returns a scalar tensor averaged over the images of the batch, computed in float32.
+
+The scale of L_R is a named choice (`HEATMAP_REDUCTIONS`), because it decides what the weight
+lambda of eq 2 means. Eq 1 as written sums over K x h x w heatmap pixels ("sum"); the paper's code
+base, SimpleBaseline (Xiao et al. 2018, `JointsMSELoss`), takes 0.5 x the mean over landmarks and
+pixels ("simplebaseline"), 2 K h w times smaller (114,688 for 14 landmarks of 64 x 64). The
+paper's lambda = 0.002 and mu = 2 were tuned at SimpleBaseline's scale."""
 
 from __future__ import annotations
 
@@ -8,16 +14,28 @@ import torch
 import torch.nn.functional as F
 
 
-def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq 1, L_R = 1/N sum_i ||G_i - P_i||_F^2: squared error summed over K, h, w of each image,
-    averaged over the N images. `weight` [N, K] (0 or 1) drops landmarks outside the crop."""
+HEATMAP_REDUCTIONS = ("sum", "mean", "simplebaseline")
+
+
+def heatmap_loss(
+    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, reduction: str = "sum"
+) -> torch.Tensor:
+    """Eq 1, the squared heatmap error. `weight` [N, K] (0 or 1) drops landmarks outside the crop.
+
+    reduction "sum": 1/N sum_i ||G_i - P_i||_F^2 (summed over K, h, w, averaged over images);
+    "mean": the mean over N, K, h, w; "simplebaseline": 0.5 x that mean (JointsMSELoss)."""
     if pred.shape != target.shape:
         raise ValueError(f"heatmap_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+    if reduction not in HEATMAP_REDUCTIONS:
+        raise ValueError(f"heatmap_loss: unknown reduction {reduction!r}; choose from {', '.join(HEATMAP_REDUCTIONS)}")
     sq = (pred.float() - target.float()).pow(2)
     if weight is not None:
         n, k = pred.shape[:2]
         sq = sq * weight.float().reshape(n, k, 1, 1)
-    return sq.sum(dim=(1, 2, 3)).mean()
+    if reduction == "sum":
+        return sq.sum(dim=(1, 2, 3)).mean()
+    mean = sq.mean()
+    return 0.5 * mean if reduction == "simplebaseline" else mean
 
 
 def classifier_distillation_loss(
@@ -33,11 +51,24 @@ def classifier_distillation_loss(
     return (p_t - p_s).pow(2).sum(dim=1).mean()
 
 
-def encoder_distillation_loss(teacher_features: torch.Tensor, student_features: torch.Tensor) -> torch.Tensor:
-    """Eq 4, L_ED = 1/N sum_i (1 - cos(f_s(I_i), f_t(I_i))): the cosine between the whole flattened
-    feature maps of each image (1e-8 guards a zero map)."""
+ED_FEATURES = ("map", "pooled")
+
+
+def encoder_distillation_loss(
+    teacher_features: torch.Tensor, student_features: torch.Tensor, features: str = "map"
+) -> torch.Tensor:
+    """Eq 4, L_ED = 1/N sum_i (1 - cos(f_s(I_i), f_t(I_i))), 1e-8 guarding a zero vector.
+
+    features "map": the cosine between the whole flattened feature maps (every position must keep
+    the teacher's features); "pooled": between their global averages over positions, the R^d
+    embedding the paper's f maps to, which leaves the spatial layout free for localisation."""
     if teacher_features.shape != student_features.shape:
         raise ValueError(f"encoder_distillation_loss: teacher {tuple(teacher_features.shape)} and "
                          f"student {tuple(student_features.shape)} features differ")
-    cos = F.cosine_similarity(student_features.float().flatten(1), teacher_features.float().flatten(1), dim=1, eps=1e-8)
+    if features not in ED_FEATURES:
+        raise ValueError(f"encoder_distillation_loss: unknown features {features!r}; choose from {', '.join(ED_FEATURES)}")
+    t, s = teacher_features.float(), student_features.float()
+    if features == "pooled" and t.dim() > 2:
+        t, s = t.flatten(2).mean(dim=2), s.flatten(2).mean(dim=2)
+    cos = F.cosine_similarity(s.flatten(1), t.flatten(1), dim=1, eps=1e-8)
     return (1.0 - cos).mean()

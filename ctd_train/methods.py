@@ -9,15 +9,23 @@ inference and export use."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from torch import nn
 
+from ctd_runtime.config_dict import checked_kwargs
 from ctd_runtime.errors import CtdError
 from ctd_runtime.normalization import Normalization
-from ctd_train.losses import classifier_distillation_loss, encoder_distillation_loss, heatmap_loss
+from ctd_train.losses import (
+    ED_FEATURES,
+    HEATMAP_REDUCTIONS,
+    classifier_distillation_loss,
+    encoder_distillation_loss,
+    heatmap_loss,
+)
 from ctd_train.models.hourglass import HOURGLASS_NORMALIZATION, StackedHourglass
 from ctd_train.models.student import LandmarkStudent, build_student
 
@@ -27,17 +35,20 @@ if TYPE_CHECKING:
 METHODS = ("fe", "ftp", "ft", "hg", "ctd-cd", "ctd-ed", "ctd-com")
 CLASSIFIER_DISTILLATION = ("ctd-cd", "ctd-com")
 ENCODER_DISTILLATION = ("ctd-ed", "ctd-com")
-TEACHER_METHODS = tuple(m for m in METHODS if m != "hg")   # the student starts from the teacher
 
 
 @dataclass
 class MethodConfig:
     """Which method and its weights: lambda_ (eq 2, on each distillation term), mu (eq 3's
-    temperature), the student head's channels and the hourglass's stack count."""
+    temperature), the scale of L_R that lambda is relative to (`loss_reduction`, see
+    ctd_train.losses), what L_ED compares (`ed_features`: whole feature maps or pooled
+    embeddings), the student head's channels and the hourglass's stack count."""
 
     name: str
     lambda_: float = 0.002
     mu: float = 2.0
+    loss_reduction: str = "sum"
+    ed_features: str = "map"
     head_channels: int = 256
     hg_stacks: int = 2
 
@@ -55,10 +66,7 @@ class MethodConfig:
             if "lambda_" in d:
                 raise CtdError("method config: give `lambda_` or `lambda`, not both")
             d["lambda_"] = d.pop("lambda")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise CtdError(f"method config: unknown key {unknown[0]!r}; known keys are {', '.join(sorted(known))}")
+        d = checked_kwargs(cls, d, "method config")
         if "name" not in d:
             raise CtdError(f"method config: `name` is missing (one of {', '.join(METHODS)})")
         return cls(**d)
@@ -69,8 +77,16 @@ class MethodConfig:
             raise CtdError(f"unknown method {self.name!r}: choose one of {', '.join(METHODS)}")
         if not self.lambda_ >= 0:
             raise CtdError(f"method {self.name}: lambda must be >= 0, not {self.lambda_}")
-        if not self.mu > 0:
+        if not self.mu > 0 or not math.isfinite(self.mu):
             raise CtdError(f"method {self.name}: the temperature mu must be > 0, not {self.mu}")
+        if not math.isfinite(self.lambda_):
+            raise CtdError(f"method {self.name}: lambda must be finite, not {self.lambda_}")
+        if self.loss_reduction not in HEATMAP_REDUCTIONS:
+            raise CtdError(f"method {self.name}: unknown loss_reduction {self.loss_reduction!r}; choose from "
+                           f"{', '.join(HEATMAP_REDUCTIONS)}")
+        if self.ed_features not in ED_FEATURES:
+            raise CtdError(f"method {self.name}: unknown ed_features {self.ed_features!r}; choose from "
+                           f"{', '.join(ED_FEATURES)}")
         if self.head_channels < 1:
             raise CtdError(f"method {self.name}: head_channels must be >= 1, not {self.head_channels}")
         if self.hg_stacks < 1:
@@ -182,13 +198,14 @@ class LandmarkMethod(nn.Module):
         """image: normalised [N,3,H,W]; heatmaps: targets [N,K,H/4,W/4]; target_weight: [N,K]."""
         if self.config.name == "hg":
             out = self.predictor.forward_train(image)
-            l_r = heatmap_loss(out["stack_heatmaps"][0], heatmaps, target_weight)
+            reduction = self.config.loss_reduction
+            l_r = heatmap_loss(out["stack_heatmaps"][0], heatmaps, target_weight, reduction)
             for hm in out["stack_heatmaps"][1:]:          # intermediate supervision
-                l_r = l_r + heatmap_loss(hm, heatmaps, target_weight)
+                l_r = l_r + heatmap_loss(hm, heatmaps, target_weight, reduction)
             return {"loss": l_r, "l_r": l_r, "pred": out["heatmaps"]}
 
         out = self.predictor.forward_train(image)
-        l_r = heatmap_loss(out["heatmaps"], heatmaps, target_weight)
+        l_r = heatmap_loss(out["heatmaps"], heatmaps, target_weight, self.config.loss_reduction)
         result: dict[str, Any] = {"l_r": l_r}
         loss = l_r
         if self.uses_cd or self.uses_ed:
@@ -201,7 +218,7 @@ class LandmarkMethod(nn.Module):
                 result["l_cd"] = l_cd
                 loss = loss + self.config.lambda_ * l_cd
             if self.uses_ed:
-                l_ed = encoder_distillation_loss(t_feats, out["features"])
+                l_ed = encoder_distillation_loss(t_feats, out["features"], self.config.ed_features)
                 result["l_ed"] = l_ed
                 loss = loss + self.config.lambda_ * l_ed
         result["loss"] = loss

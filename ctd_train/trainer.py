@@ -245,8 +245,167 @@ def _write_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     write_text_atomic(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history))
 
 
-def _fmt_terms(sums: dict[str, float], n: int) -> str:
-    return " ".join(f"{k} {v / max(n, 1):.4g}" for k, v in sums.items())
+@dataclass
+class LoopState:
+    """Where training stands: resumed from checkpoint_last.pt or fresh."""
+
+    start_epoch: int = 0
+    iteration: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, BEST_KEY: float("inf")})
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def head_parameter_ids(method: Any) -> set[int]:
+    """ids of the parameters of the student's new head (lr x head_lr_scale); empty for hg, which
+    has no pretrained part."""
+    head = getattr(method.predictor, "head", None)
+    if head is None or method.config.name == "hg":
+        return set()
+    return {id(p) for p in head.parameters()}
+
+
+def build_optimizer(setup: Setup) -> torch.optim.Optimizer:
+    """Adam over the trainable parameters: the encoder (and classifier) at lr, the new head at
+    lr x head_lr_scale. Each group keeps its base rate in `base_lr` for the polynomial decay."""
+    c = setup.config
+    params = list(setup.method.trainable_parameters())
+    if not params:
+        raise CtdError(f"method {c.method.name} has no trainable parameters")
+    head_ids = head_parameter_ids(setup.method)
+    groups = [
+        {"params": [p for p in params if id(p) not in head_ids], "base_lr": c.lr},
+        {"params": [p for p in params if id(p) in head_ids], "base_lr": c.lr * c.head_lr_scale},
+    ]
+    groups = [dict(g, lr=g["base_lr"]) for g in groups if g["params"]]
+    return torch.optim.Adam(groups, lr=c.lr)
+
+
+def _resume_state(setup: Setup, optimizer: torch.optim.Optimizer, iters_per_epoch: int,
+                  console: Console) -> LoopState:
+    """The state of checkpoint_last.pt (weights and optimizer loaded) or a fresh one."""
+    c, last_path = setup.config, setup.out / LAST
+    if not (setup.resume and last_path.exists()):
+        return LoopState()
+    ckpt = read_checkpoint(last_path)
+    if ckpt["run_id"] != c.run_id:
+        raise CtdError(f"checkpoint belongs to run {ckpt['run_id']!r}, the config to {c.run_id!r}", path=last_path)
+    training = ckpt.get("training") or {}
+    try:
+        setup.method.predictor.load_state_dict(ckpt["predictor"])
+        optimizer.load_state_dict(training["optimizer"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CtdError(f"cannot resume from this checkpoint ({type(e).__name__}: {e})", path=last_path) from None
+    for group in optimizer.param_groups:   # an older optimizer state may lack the group's base rate
+        group.setdefault("base_lr", c.lr)
+    state = LoopState(
+        start_epoch=int(ckpt["epoch"]),
+        iteration=int(training.get("iteration", int(ckpt["epoch"]) * iters_per_epoch)),
+        best=dict(training.get("best", LoopState().best)),
+        history=list(training.get("history", [])),
+    )
+    if state.start_epoch < c.epochs:
+        console.print(f"resuming {setup.out} after epoch {state.start_epoch}/{c.epochs}")
+    return state
+
+
+def distillation_ratio(terms: dict[str, float], lambda_: float) -> float | None:
+    """lambda (L_CD + L_ED) / L_R of one epoch's mean terms: how much the distillation weighs
+    against the heatmap loss (None without distillation)."""
+    ld = sum(v for k, v in terms.items() if k in ("l_cd", "l_ed"))
+    if not any(k in terms for k in ("l_cd", "l_ed")):
+        return None
+    return float(lambda_ * ld / terms["l_r"]) if terms.get("l_r") else float("inf")
+
+
+def _fmt_epoch_terms(sums: dict[str, float], n: int, lambda_: float) -> str:
+    means = {k: v / max(n, 1) for k, v in sums.items()}
+    ratio = distillation_ratio(means, lambda_)
+    text = " ".join(f"{k} {v:.4g}" for k, v in means.items())
+    return text if ratio is None else f"{text} λL_D/L_R {ratio:.3g}"
+
+
+def _train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopState, epoch: int,
+                 device: torch.device, console: Console, progress: bool) -> tuple[dict[str, float], int, float]:
+    """One pass over the training set; returns (summed loss terms, images seen, seconds)."""
+    c, method = setup.config, setup.method
+    iters_per_epoch = -(-len(setup.train_set) // c.batch_size)
+    total_iters = c.epochs * iters_per_epoch
+    torch.manual_seed(epoch_seed(c.seed, epoch))
+    sums = {"loss": 0.0, **{t: 0.0 for t in method.loss_terms}}
+    seen, t0 = 0, time.perf_counter()
+    bar = _progress_bar(console, progress)
+    with bar:
+        task = bar.add_task(f"epoch {epoch}/{c.epochs}", total=iters_per_epoch, losses="")
+        for batch in _loader(setup, epoch):
+            for group in optimizer.param_groups:
+                group["lr"] = poly_lr(group["base_lr"], state.iteration, total_iters, c.lr_power)
+            x = batch["image"].to(device, non_blocking=True)
+            if c.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.bf16):
+                result = method(x, batch["heatmaps"].to(device), batch["target_weight"].to(device))
+            loss = result["loss"]
+            if not torch.isfinite(loss):
+                raise CtdError(f"the loss became {loss.item()} at epoch {epoch}, iteration {state.iteration + 1}; "
+                               f"try a lower learning rate than {c.lr:g}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state.iteration += 1
+            n = int(x.shape[0])
+            seen += n
+            for k in sums:
+                sums[k] += float(result[k].detach()) * n
+            bar.update(task, advance=1, losses=_fmt_epoch_terms(sums, seen, c.method.lambda_))
+    return sums, seen, time.perf_counter() - t0
+
+
+def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopState, epoch: int,
+                  sums: dict[str, float], seen: int, train_time: float, console: Console) -> dict[str, Any]:
+    """Validate, append the epoch's record, write best/last checkpoints and metrics.jsonl."""
+    c, out = setup.config, setup.out
+    t1 = time.perf_counter()
+    val = _validate(setup)
+    terms = {k: v / max(seen, 1) for k, v in sums.items()}
+    total_iters = c.epochs * -(-len(setup.train_set) // c.batch_size)
+    record: dict[str, Any] = {
+        "epoch": epoch,
+        "lr": poly_lr(c.lr, state.iteration - 1, total_iters, c.lr_power),
+        **terms,
+        **val,
+        "train_time_s": round(train_time, 3),
+        "val_time_s": round(time.perf_counter() - t1, 3),
+        "images_per_s": round(seen / max(train_time, 1e-9), 3),
+    }
+    ratio = distillation_ratio(terms, c.method.lambda_)
+    if ratio is not None:
+        record["ld_ratio"] = ratio
+    state.history.append(record)
+    improved = val[BEST_KEY] < state.best[BEST_KEY]
+    if improved:
+        state.best = {"epoch": epoch, **val}
+        _save(setup, out / BEST, epoch, record, training=None)
+    training_state = {"optimizer": optimizer.state_dict(), "iteration": state.iteration,
+                      "best": state.best, "history": state.history}
+    _save(setup, out / LAST, epoch, record, training=training_state)
+    _write_metrics(out, state.history)
+    console.print(
+        f"epoch {epoch}/{c.epochs}  {_fmt_epoch_terms(sums, seen, c.method.lambda_)}  val ME "
+        f"{val['val_me_px']:.3f} px / {val['val_me_pfl']:.4f} PFL{'  (best)' if improved else ''}  "
+        f"{record['images_per_s']:.2f} img/s",
+        highlight=False,
+    )
+    return record
+
+
+def _write_run_files(setup: Setup) -> None:
+    """config.json (new runs) and split.json: written only once the run can start."""
+    out = setup.out
+    out.mkdir(parents=True, exist_ok=True)
+    if not setup.resume:
+        write_json_atomic(out / CONFIG_FILE, setup.config.to_dict())
+    names = setup.images.image_names
+    write_json_atomic(out / SPLIT_FILE, {k: [names[i] for i in v] for k, v in setup.splits.items() if k != "all"})
 
 
 def train(
@@ -263,121 +422,27 @@ def train(
     count from 1); an exception it raises stops training there, as a kill would.
     """
     console = console or _stderr_console()
-    threads = config.threads or usable_cores()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(config.threads or usable_cores())
     setup = prepare(config)
     c, out, method = setup.config, setup.out, setup.method
-
-    out.mkdir(parents=True, exist_ok=True)
-    if not setup.resume:
-        write_json_atomic(out / CONFIG_FILE, c.to_dict())
-    names = setup.images.image_names
-    write_json_atomic(out / SPLIT_FILE, {k: [names[i] for i in v] for k, v in setup.splits.items() if k != "all"})
-
-    device = resolve_device(c.device)
+    device = resolve_device(c.device)          # before any file: a missing GPU leaves nothing behind
     method.to(device)
     if c.channels_last:
         method.to(memory_format=torch.channels_last)
-    params = list(method.trainable_parameters())
-    if not params:
-        raise CtdError(f"method {c.method.name} has no trainable parameters")
-    optimizer = torch.optim.Adam(params, lr=c.lr)
+    optimizer = build_optimizer(setup)
+    _write_run_files(setup)
     iters_per_epoch = -(-len(setup.train_set) // c.batch_size)
-    total_iters = c.epochs * iters_per_epoch
-
-    start_epoch, iteration = 0, 0
-    best: dict[str, Any] = {"epoch": 0, BEST_KEY: float("inf")}
-    history: list[dict[str, Any]] = []
-    last_path = out / LAST
-    if setup.resume and last_path.exists():
-        ckpt = read_checkpoint(last_path)
-        if ckpt["run_id"] != c.run_id:
-            raise CtdError(f"checkpoint belongs to run {ckpt['run_id']!r}, the config to {c.run_id!r}",
-                           path=last_path)
-        training = ckpt.get("training") or {}
-        try:
-            method.predictor.load_state_dict(ckpt["predictor"])
-            optimizer.load_state_dict(training["optimizer"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as e:
-            raise CtdError(f"cannot resume from this checkpoint ({type(e).__name__}: {e})", path=last_path) from None
-        start_epoch = int(ckpt["epoch"])
-        iteration = int(training.get("iteration", start_epoch * iters_per_epoch))
-        best = dict(training.get("best", best))
-        history = list(training.get("history", []))
-        if start_epoch < c.epochs:
-            console.print(f"resuming {out} after epoch {start_epoch}/{c.epochs}")
+    state = _resume_state(setup, optimizer, iters_per_epoch, console)
     method.train()
-
-    terms = tuple(method.loss_terms)
-    for epoch in range(start_epoch + 1, c.epochs + 1):
-        torch.manual_seed(epoch_seed(c.seed, epoch))
-        loader = _loader(setup, epoch)
-        sums = {"loss": 0.0, **{t: 0.0 for t in terms}}
-        seen = 0
-        t0 = time.perf_counter()
-        bar = _progress_bar(console, progress)
-        with bar:
-            task = bar.add_task(f"epoch {epoch}/{c.epochs}", total=iters_per_epoch, losses="")
-            for batch in loader:
-                lr_now = poly_lr(c.lr, iteration, total_iters, c.lr_power)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_now
-                x = batch["image"].to(device, non_blocking=True)
-                if c.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.bf16):
-                    result = method(x, batch["heatmaps"].to(device), batch["target_weight"].to(device))
-                loss = result["loss"]
-                if not torch.isfinite(loss):
-                    raise CtdError(f"the loss became {loss.item()} at epoch {epoch}, iteration {iteration + 1}; "
-                                   f"try a lower learning rate than {c.lr:g}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                iteration += 1
-                n = int(x.shape[0])
-                seen += n
-                for k in sums:
-                    sums[k] += float(result[k].detach()) * n
-                bar.update(task, advance=1, losses=_fmt_terms(sums, seen))
-        train_time = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        val = _validate(setup)
-        val_time = time.perf_counter() - t1
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "lr": poly_lr(c.lr, iteration - 1, total_iters, c.lr_power),
-            **{k: v / max(seen, 1) for k, v in sums.items()},
-            **val,
-            "train_time_s": round(train_time, 3),
-            "val_time_s": round(val_time, 3),
-            "images_per_s": round(seen / max(train_time, 1e-9), 3),
-        }
-        history.append(record)
-        improved = val[BEST_KEY] < best[BEST_KEY]
-        if improved:
-            best = {"epoch": epoch, **val}
-            _save(setup, out / BEST, epoch, record, training=None)
-        training_state = {
-            "optimizer": optimizer.state_dict(),
-            "iteration": iteration,
-            "best": best,
-            "history": history,
-        }
-        _save(setup, last_path, epoch, record, training=training_state)
-        _write_metrics(out, history)
-        console.print(
-            f"epoch {epoch}/{c.epochs}  {_fmt_terms(sums, seen)}  val ME {val['val_me_px']:.3f} px "
-            f"/ {val['val_me_pfl']:.4f} PFL{'  (best)' if improved else ''}  "
-            f"{record['images_per_s']:.2f} img/s",
-            highlight=False,
-        )
+    for epoch in range(state.start_epoch + 1, c.epochs + 1):
+        sums, seen, train_time = _train_epoch(setup, optimizer, state, epoch, device, console, progress)
+        record = _finish_epoch(setup, optimizer, state, epoch, sums, seen, train_time, console)
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
-    if history:
-        _write_metrics(out, history)
-    finished_before = start_epoch >= c.epochs and (out / EVAL_TEST_FILE).exists()
+    if state.history:
+        _write_metrics(out, state.history)
+    finished_before = state.start_epoch >= c.epochs and (out / EVAL_TEST_FILE).exists()
     if evaluate_test and (out / BEST).exists() and not finished_before:
         report = _evaluate_best(setup)
         s = report.evaluation.summary

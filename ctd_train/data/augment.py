@@ -7,11 +7,12 @@ through it); the photometric part acts on the uint8 crop. Every random number co
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
+from ctd_runtime.config_dict import checked_kwargs
 from ctd_runtime.errors import CtdError
 
 
@@ -52,12 +53,8 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AugmentConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise CtdError(f"unknown augmentation option(s): {', '.join(unknown)}")
         kw: dict[str, Any] = {}
-        for k, v in d.items():
+        for k, v in checked_kwargs(cls, d, "augmentation config").items():
             kw[k] = bool(v) if k == "flip" else float(v)
         return cls(**kw)
 

@@ -190,7 +190,7 @@ def test_augment_config_and_photometric():
     assert AugmentConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.to_dict() == {"scale": 0.1, "rotation_deg": 5, "flip": True, "flip_prob": 0.5,
                              "brightness": 0.1, "contrast": 0.3}
-    with pytest.raises(CtdError, match="unknown augmentation option"):
+    with pytest.raises(CtdError, match="augmentation config: unknown key .scael."):
         AugmentConfig.from_dict({"scael": 0.1})
     with pytest.raises(CtdError, match="scale"):
         AugmentConfig(scale=1.5)

@@ -104,3 +104,29 @@ def test_distillation_shape_mismatch():
         encoder_distillation_loss(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, 3))
     with pytest.raises(ValueError):
         classifier_distillation_loss(torch.zeros(1, 3), torch.zeros(1, 4))
+
+
+def test_heatmap_loss_reductions_relate_by_2khw():
+    """mean = sum / (K h w); simplebaseline = mean / 2 (JointsMSELoss), so lambda moves by 2Khw."""
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(3, 14, 8, 8, generator=g), torch.rand(3, 14, 8, 8, generator=g)
+    w = (torch.rand(3, 14, generator=g) > 0.3).float()
+    total = heatmap_loss(pred, target, w, "sum")
+    assert heatmap_loss(pred, target, w, "mean").item() == pytest.approx(total.item() / (14 * 64), rel=1e-6)
+    assert heatmap_loss(pred, target, w, "simplebaseline").item() == pytest.approx(total.item() / (2 * 14 * 64), rel=1e-6)
+    with pytest.raises(ValueError, match="unknown reduction"):
+        heatmap_loss(pred, target, w, "max")
+
+
+def test_pooled_encoder_distillation_ignores_spatial_layout():
+    """Pooled L_ED compares the R^d embeddings: a spatial permutation of the same features costs
+    nothing pooled but is penalised on the whole map."""
+    g = torch.Generator().manual_seed(1)
+    t = torch.rand(2, 16, 4, 4, generator=g) + 0.1
+    s = t.flip(-1).flip(-2)
+    assert encoder_distillation_loss(t, s, "pooled").item() == pytest.approx(0.0, abs=1e-6)
+    assert encoder_distillation_loss(t, s, "map").item() > 1e-3
+    opposite = -t
+    assert encoder_distillation_loss(t, opposite, "pooled").item() == pytest.approx(2.0, abs=1e-5)
+    with pytest.raises(ValueError, match="unknown features"):
+        encoder_distillation_loss(t, s, "gram")

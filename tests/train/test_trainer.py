@@ -3,6 +3,7 @@ and every bad input refused before training starts (tiny fake teacher, synthetic
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -267,3 +268,43 @@ def test_one_epoch_on_the_gpu(tmp_path, monkeypatch):
     config.device = "cuda"
     run_dir = train(config, progress=False, evaluate_test=False)
     assert next(load_run(run_dir).predictor.parameters()).device.type == "cpu"
+
+
+def test_head_learning_rate_and_distillation_ratio_are_logged(data, tmp_path):
+    """The head trains at lr x head_lr_scale (the encoder at lr), both decaying; each epoch logs
+    lambda (L_CD + L_ED) / L_R, the number that says whether distillation weighs anything."""
+    from ctd_train.methods import MethodConfig
+    from ctd_train.trainer import build_optimizer, head_parameter_ids, prepare
+
+    method = MethodConfig(name="ctd-com", lambda_=0.5, head_channels=16, hg_stacks=1, loss_reduction="mean",
+                          ed_features="pooled")
+    config = dataclasses.replace(tiny_config(data, tmp_path / "run", epochs=2, head_lr_scale=10.0), method=method)
+    setup = prepare(config)
+    optimizer = build_optimizer(setup)
+    rates = sorted(g["base_lr"] for g in optimizer.param_groups)
+    assert rates == pytest.approx([1e-3, 1e-2])
+    head = head_parameter_ids(setup.method)
+    assert head and all(id(p) in head for p in setup.method.predictor.head.parameters())
+    assert not any(id(p) in head for p in setup.method.predictor.encoder.parameters())
+
+    run = train(config, progress=False)
+    rows = _metrics(run)
+    for r in rows:
+        assert r["ld_ratio"] == pytest.approx(0.5 * (r["l_cd"] + r["l_ed"]) / r["l_r"], rel=1e-6)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["head_lr_scale"] == 10.0
+    assert saved["method"]["loss_reduction"] == "mean" and saved["method"]["ed_features"] == "pooled"
+
+
+def test_plain_fine_tuning_logs_no_distillation_ratio(data, tmp_path):
+    run = train(tiny_config(data, tmp_path / "run", method="ft", epochs=1), progress=False)
+    assert "ld_ratio" not in _metrics(run)[0]
+
+
+@pytest.mark.parametrize("field,value", [("lr", float("nan")), ("margin", float("nan")),
+                                         ("head_lr_scale", 0.0), ("lr", float("inf"))])
+def test_non_finite_options_are_refused_before_anything_is_written(data, tmp_path, field, value):
+    out = tmp_path / "run"
+    with pytest.raises(CtdError, match=field):
+        train(tiny_config(data, out, epochs=1, **{field: value}), progress=False)
+    assert not out.exists()
