@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ctd_runtime import __version__
+from ctd_runtime.artifacts import ONNX_PRECISIONS
 from ctd_runtime.codec import DECODE_METHODS, HeatmapCodec
 from ctd_runtime.errors import CtdError
 from ctd_runtime.normalization import Normalization
@@ -43,7 +44,6 @@ KEYS: tuple[str, ...] = (
     "ctd.run_id",
     "ctd.outputs",
 )
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 GRAPHS: tuple[str, ...] = ("fused", "raw")
 
 
@@ -146,7 +146,7 @@ class ModelMetadata:
         outputs = load_json("ctd.outputs")
         if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
             raise CtdError(f"ctd.outputs must be a JSON list of names, not {meta['ctd.outputs']!r}", path=where)
-        checks = (("ctd.decode", DECODE_METHODS), ("ctd.precision", PRECISIONS), ("ctd.graph", GRAPHS))
+        checks = (("ctd.decode", DECODE_METHODS), ("ctd.precision", ONNX_PRECISIONS), ("ctd.graph", GRAPHS))
         for key, allowed in checks:
             if meta[key] not in allowed:
                 raise CtdError(f"{key} {meta[key]!r} is not one of {', '.join(allowed)}", path=where)
@@ -176,17 +176,8 @@ def read_model_metadata(path: str | Path) -> ModelMetadata:
     CtdError naming the file when it is missing, not ONNX, has no ctd metadata, misses a key, or
     comes from another major ctd version.
     """
-    import onnxruntime as ort
+    from ctd_runtime.backends.ort_session import open_session  # here: ctd_runtime.backends imports this module
 
     path = Path(path)
-    if not path.is_file():
-        raise CtdError("model file not found" if not path.exists() else "model path is not a file", path=path)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # ORT raises its own exception types for unreadable files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CtdError(f"cannot load the ONNX model: {first}", path=path) from None
+    session = open_session(path, optimization="disable")  # metadata only: no graph rewriting
     return ModelMetadata.from_map(session_metadata_map(session), where=path)

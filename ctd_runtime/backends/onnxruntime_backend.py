@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from ctd_runtime.backends.base import BaseBackend
+from ctd_runtime.backends.ort_session import open_session
 from ctd_runtime.errors import CtdError
 from ctd_runtime.model_meta import ModelMetadata, session_metadata_map
 
@@ -18,7 +19,7 @@ class OnnxRuntimeBackend(BaseBackend):
     """Runs a fused ctd ONNX model (`ctd export` without `--raw`) with ONNX Runtime.
 
     `providers` defaults to CPUExecutionProvider; `threads` sets intra-op threads (None: ORT's
-    default, every core).
+    default, every core). The session comes from `ort_session.open_session` (spinning off).
     """
 
     name = "onnxruntime"
@@ -39,20 +40,7 @@ class OnnxRuntimeBackend(BaseBackend):
         self._output_names: list[str] = []
 
     def _open(self) -> ModelMetadata:
-        import onnxruntime as ort
-
-        if not self.path.is_file():
-            raise CtdError("model file not found" if not self.path.exists() else "not a file", path=self.path)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads is not None:
-            options.intra_op_num_threads = int(self.threads)
-            options.inter_op_num_threads = 1
-        try:
-            session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CtdError(f"cannot load the ONNX model: {first}", path=self.path) from None
+        session = open_session(self.path, threads=self.threads, providers=self.providers)
         meta = ModelMetadata.from_map(session_metadata_map(session), where=self.path)
         if meta.graph != "fused":
             raise CtdError(
