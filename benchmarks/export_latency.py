@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from rich.table import Table
 
     from ctd_export import fp16, int8
+    from ctd_export.calibration import calibration_samples
+    from ctd_export.precision_compare import landmark_differences
     from ctd_runtime import geometry
     from ctd_train.data.annotations import read_annotations
 
@@ -147,10 +149,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         test_idx = list(range(n - max(args.images, 1), n))
         calib_idx = list(range(0, n - len(test_idx)))
-    samples = int8.calibration_samples(images, test_idx, run.input_size, len(test_idx), seed=1)
+    samples = calibration_samples(images, test_idx, run.input_size, len(test_idx), seed=1)
     # every test image is taken, in order, so the ground truth lines up with the samples
     gt = images.points[test_idx][:, list(run.schema.source_indices)] if args.run is not None else None
-    calib = int8.calibration_samples(images, calib_idx, run.input_size, args.calibration, seed=0)
+    calib = calibration_samples(images, calib_idx, run.input_size, args.calibration, seed=0)
 
     d = args.export_dir
     files = {"onnx fp32": d / "model.onnx", "onnx fp16": d / "model.fp16.onnx",
@@ -242,9 +244,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = rows["onnx fp32"]["p50_ms"]
     for key, row in rows.items():
         row["speedup_vs_onnx_fp32"] = base / row["p50_ms"]
-        row["vs_onnx_fp32"] = fp16.landmark_differences(ref, outputs[key], gt).to_dict()
+        row["vs_onnx_fp32"] = landmark_differences(ref, outputs[key], gt).to_dict()
     accuracy_only = {"pytorch half predictor (fp16 arithmetic)": {
-        "vs_pytorch_fp32": fp16.landmark_differences((eager_lm, eager_sc), (half_lm, half_sc), gt).to_dict()}}
+        "vs_pytorch_fp32": landmark_differences((eager_lm, eager_sc), (half_lm, half_sc), gt).to_dict()}}
 
     table = Table("backend", "p50 ms", "p90 ms", "p99 ms", "x vs onnx fp32", "max px vs fp32", "mean px",
                   title=f"batch 1, {args.runs} runs after {args.warmup} warm-up, {args.threads} ORT / {torch_threads} torch "

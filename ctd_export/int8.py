@@ -23,23 +23,16 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
-from ctd_export.fp16 import (
-    HEAVY_OPS,
-    PREDICTOR_SCOPE,
-    ensure_node_names,
-    network_region,
-    read_metadata_props,
-    set_metadata_props,
-    _onnx,
-    load_fp32_source,
-    variant_path,
-    write_converted_metadata,
-)
-from ctd_runtime import geometry
+from ctd_export.calibration import FusedCalibrationReader, Sample, as_ort_reader, parity_samples, run_config_samples
+from ctd_export.metadata import load_checked_model, read_metadata_props, set_metadata_props, write_converted_metadata
+from ctd_export.network_region import PREDICTOR_SCOPE, ensure_node_names, network_region, output_layers
+from ctd_runtime.artifacts import onnx_variant
 from ctd_runtime.atomic import atomic_path
 from ctd_runtime.errors import CtdError
 
@@ -85,85 +78,6 @@ class Int8Config:
         return d
 
 
-# ---------------------------------------------------------------------------- calibration data
-
-Sample = tuple[np.ndarray, np.ndarray]  # image uint8 [1, H, W, 3] BGR, crop float32 [1, 2, 3]
-
-
-def crop_around(points: np.ndarray, input_size: int, margin: float = 0.25) -> np.ndarray:
-    """The crop affine [2, 3] of the square around `points` (all annotated points of an image,
-    as the training dataset crops), float32."""
-    center, side = geometry.square_box(points, margin)
-    return geometry.crop_affine(center, side, input_size).astype(np.float32)
-
-
-def calibration_samples(
-    images, indices: Sequence[int], input_size: int, num_images: int, margin: float = 0.25, seed: int = 0
-) -> list[Sample]:
-    """Up to `num_images` samples drawn (seeded) from `indices` of an `AnnotatedImages`: each image
-    with the crop around its ground-truth points."""
-    idx = list(indices)
-    if not idx:
-        raise CtdError("no images to calibrate on")
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(idx), size=min(num_images, len(idx)), replace=False).tolist())
-    out = []
-    for j in chosen:
-        i = idx[j]
-        image = images.load_image(i)
-        out.append((np.ascontiguousarray(image[None]), crop_around(images.points[i], input_size, margin)[None]))
-    return out
-
-
-def run_calibration_samples(run_dir: str | Path, num_images: int, seed: int = 0, split: str = "train") -> list[Sample]:
-    """Calibration samples from a run dir's training split (see `run_config_samples`)."""
-    from ctd_train.checkpoint import load_run
-
-    return run_config_samples(load_run(run_dir), num_images, seed, split)
-
-
-class FusedCalibrationReader:
-    """ONNX Runtime `CalibrationDataReader` feeding (image, crop) samples, one per call, to the
-    fused graph's two inputs (by position: image first, crop second)."""
-
-    def __init__(self, samples: Sequence[Sample], input_names: Sequence[str] = ("image", "crop")):
-        if not samples:
-            raise CtdError("no calibration samples")
-        self.samples = list(samples)
-        self.input_names = tuple(input_names)
-        self._it: Iterator[Sample] | None = None
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._it is None:
-            self._it = iter(self.samples)
-        sample = next(self._it, None)
-        if sample is None:
-            return None
-        image, crop = sample
-        return {self.input_names[0]: np.ascontiguousarray(image, np.uint8),
-                self.input_names[1]: np.ascontiguousarray(crop, np.float32)}
-
-    def rewind(self) -> None:
-        self._it = None
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-
-def _as_ort_reader(reader: FusedCalibrationReader):
-    """The reader as a subclass of ONNX Runtime's CalibrationDataReader (imported lazily)."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class _Reader(CalibrationDataReader):
-        def get_next(self):
-            return reader.get_next()
-
-        def rewind(self):
-            reader.rewind()
-
-    return _Reader()
-
-
 # ---------------------------------------------------------------------------- quantisation
 
 
@@ -190,11 +104,6 @@ class Int8Result:
         return d
 
 
-def default_int8_path(fp32_path: str | Path) -> Path:
-    """model.onnx -> model.int8.onnx (next to it)."""
-    return variant_path(fp32_path, "int8")
-
-
 def _preprocess(src: Path, dst: Path) -> bool:
     """quant_pre_process; with symbolic shape inference when it works on the graph. True if written."""
     from onnxruntime.quantization import quant_pre_process
@@ -211,9 +120,6 @@ def _preprocess(src: Path, dst: Path) -> bool:
 def float_biases(model) -> int:
     """Replace DequantizeLinear nodes of INT32 initializers (quantised biases) by FP32 initializers
     holding the dequantised values (TensorRT takes no INT32 DequantizeLinear). Returns how many."""
-    onnx = _onnx()
-    from onnx import numpy_helper
-
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     remove, replace = [], {}
@@ -241,32 +147,6 @@ def float_biases(model) -> int:
     return len(remove)
 
 
-def output_layers(model, region: Sequence[str], heavy: Sequence[str] = HEAVY_OPS) -> list[str]:
-    """The network's last weighted layers: the Conv/ConvTranspose/Gemm/MatMul nodes of `region`
-    from which a tensor leaving the region is reached through non-weighted nodes only.
-
-    They stay FP32: the quantiser also quantises a quantised Conv's output, which would hand the
-    decode heatmaps with 256 levels (ties for argmax, steps for DARK's log)."""
-    graph = model.graph
-    inside = set(region)
-    nodes = {n.name: n for n in graph.node}
-    producer = {t: n.name for n in graph.node for t in n.output if t}
-    outside_uses = {t for n in graph.node if n.name not in inside for t in n.input} | {o.name for o in graph.output}
-    todo = [producer[t] for name in inside for t in nodes[name].output if t in outside_uses and t in producer]
-    found, seen = [], set()
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in inside:
-            continue
-        seen.add(name)
-        node = nodes[name]
-        if node.op_type in heavy:
-            found.append(name)
-            continue
-        todo.extend(producer[t] for t in node.input if t in producer)
-    return sorted(found)
-
-
 def grouped_convolutions(model, region: Sequence[str]) -> list[str]:
     """Conv nodes of `region` with group > 1 (depthwise in MobileNets). Their per-channel
     weights have 9 values each and their activations wide ranges: quantised, they moved
@@ -292,6 +172,63 @@ def _quantized_ops(model) -> dict[str, int]:
     return counts
 
 
+def _prepared(model: onnx.ModelProto, tmp: Path, config: Int8Config) -> tuple[Path, onnx.ModelProto]:
+    """(the file the quantiser reads, its model): `model` with named nodes, through
+    quant_pre_process where `config.preprocess` and it succeeds."""
+    named = tmp / "named.onnx"
+    onnx.save(model, str(named))
+    work = named
+    if config.preprocess and _preprocess(named, tmp / "pre.onnx"):
+        work = tmp / "pre.onnx"
+    pre = onnx.load(str(work))
+    ensure_node_names(pre.graph)
+    onnx.save(pre, str(work))
+    return work, pre
+
+
+def excluded_nodes(pre: onnx.ModelProto, region: Sequence[str], config: Int8Config, src: Path) -> list[str]:
+    """Names of the nodes the quantiser must leave FP32: everything outside the network (the
+    region found again from the nodes that survived pre-processing), its output layers and,
+    with `skip_depthwise`, its grouped convolutions."""
+    present = {n.name for n in pre.graph.node}
+    seeds = [n for n in region if n in present]
+    if not seeds:
+        raise CtdError("the network's nodes did not survive pre-processing; retry with preprocess=False", path=src)
+    network, _ = network_region(pre, seeds=seeds)
+    skipped = set(output_layers(pre, network))
+    if config.skip_depthwise:
+        skipped |= set(grouped_convolutions(pre, network))
+    keep = set(network) - skipped
+    return [n.name for n in pre.graph.node if n.name not in keep]
+
+
+def _quantize_static(work: Path, out: Path, samples: Sequence[Sample], input_names: Sequence[str],
+                     exclude: Sequence[str], config: Int8Config) -> onnx.ModelProto:
+    """ONNX Runtime's static QDQ quantisation of `work` into `out`, calibrated on `samples`."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[config.method]
+    quantize_static(
+        str(work),
+        str(out),
+        as_ort_reader(FusedCalibrationReader(samples, input_names)),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=None if "all" in config.op_types else list(config.op_types),
+        per_channel=config.per_channel,
+        activation_type=QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(exclude),
+        calibrate_method=method,
+        extra_options={
+            "ActivationSymmetric": config.activation_type == "int8",
+            "WeightSymmetric": True,
+            "CalibPercentile": config.percentile,
+        },
+    )
+    return onnx.load(str(out))
+
+
 def quantize_int8(
     src: str | Path,
     samples: Sequence[Sample],
@@ -302,83 +239,22 @@ def quantize_int8(
     """Write the INT8 QDQ variant of the FP32 fused ONNX `src` (default model.int8.onnx beside
     it), atomically, calibrated on `samples`; `ctd.precision=int8`, details in `ctd.int8`."""
     import onnxruntime
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     config = config or Int8Config()
     config.check()
     src = Path(src)
-    dst = default_int8_path(src) if dst is None else Path(dst)
-    onnx, model, meta = load_fp32_source(src)
-    ensure_node_names(model.graph)
+    dst = onnx_variant(src, "int8") if dst is None else Path(dst)
+    model, meta = load_checked_model(src, "fp32")
     region, how = network_region(model, config.scope)
     samples = list(samples)[: config.num_images]
-    input_names = [i.name for i in model.graph.input]
-
     with tempfile.TemporaryDirectory(prefix="ctd-int8-") as tmp:
-        tmp = Path(tmp)
-        named = tmp / "named.onnx"
-        onnx.save(model, str(named))
-        work = named
-        if config.preprocess and _preprocess(named, tmp / "pre.onnx"):
-            work = tmp / "pre.onnx"
-        pre = onnx.load(str(work))
-        ensure_node_names(pre.graph)
-        present = {n.name for n in pre.graph.node}
-        seeds = [n for n in region if n in present]
-        if not seeds:
-            raise CtdError("the network's nodes did not survive pre-processing; retry with preprocess=False", path=src)
-        region2, _ = network_region(pre, seeds=seeds)
-        skipped = set(output_layers(pre, region2))
-        if config.skip_depthwise:
-            skipped |= set(grouped_convolutions(pre, region2))
-        keep = set(region2) - skipped
-        exclude = [n.name for n in pre.graph.node if n.name not in keep]
-        onnx.save(pre, str(work))
-        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[config.method]
-        act = QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8
-        extra = {
-            "ActivationSymmetric": config.activation_type == "int8",
-            "WeightSymmetric": True,
-            "CalibPercentile": config.percentile,
-        }
-        out = tmp / "int8.onnx"
-        reader = FusedCalibrationReader(samples, input_names)
-        quantize_static(
-            str(work),
-            str(out),
-            _as_ort_reader(reader),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=None if "all" in config.op_types else list(config.op_types),
-            per_channel=config.per_channel,
-            activation_type=act,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=exclude,
-            calibrate_method=method,
-            extra_options=extra,
-        )
-        qmodel = onnx.load(str(out))
-
-    n_float_bias = float_biases(qmodel) if config.tensorrt_compatible else 0
-    counts = _quantized_ops(qmodel)
-    details = dict(
-        config.to_dict(),
-        num_calibration_images=len(samples),
-        calibration_source=calibration_source,
-        region_method=how,
-        quantized_op_counts=counts,
-        excluded_nodes=len(exclude),
-        float_biases=n_float_bias,
-        onnxruntime=onnxruntime.__version__,
-        source=src.name,
-    )
-    del qmodel.metadata_props[:]
-    set_metadata_props(qmodel, read_metadata_props(model))  # ctd.* and any other keys of the source
-    write_converted_metadata(qmodel, meta, "int8", "ctd.int8", details)
-    onnx.checker.check_model(qmodel)
-    with atomic_path(dst) as tmp_path:
-        onnx.save(qmodel, str(tmp_path))
-    return Int8Result(
+        work, pre = _prepared(model, Path(tmp), config)
+        exclude = excluded_nodes(pre, region, config, src)
+        qmodel = _quantize_static(work, Path(tmp) / "int8.onnx", samples, [i.name for i in model.graph.input],
+                                  exclude, config)
+    n_float_biases = float_biases(qmodel) if config.tensorrt_compatible else 0
+    counts = _quantized_ops(qmodel)  # after float_biases: a bias DQ is not a quantised operator
+    result = Int8Result(
         path=dst,
         source=src,
         config=config,
@@ -386,22 +262,35 @@ def quantize_int8(
         quantized_nodes=sum(counts.values()),
         quantized_op_counts=counts,
         excluded_nodes=len(exclude),
-        float_biases=n_float_bias,
+        float_biases=n_float_biases,
         onnxruntime_version=onnxruntime.__version__,
         calibration_source=calibration_source,
         extra={"region_method": how},
     )
+    _write_int8(qmodel, model, meta, result)
+    return result
 
 
-def run_config_samples(run, num_images: int, seed: int = 0, split: str = "train") -> list[Sample]:
-    """Calibration samples from a loaded run's training split (its config names data and split)."""
-    from ctd_train.config import TrainConfig, split_indices
-    from ctd_train.data.annotations import read_annotations
-
-    cfg = TrainConfig.from_dict(run.config)
-    images = read_annotations(cfg.data, validate_images=False)
-    indices = split_indices(images.subjects, cfg)[split]
-    return calibration_samples(images, indices, run.input_size, num_images, cfg.margin, seed)
+def _write_int8(qmodel: onnx.ModelProto, source: onnx.ModelProto, meta: Any, result: Int8Result) -> None:
+    """Write the quantised model atomically with the source's metadata, `ctd.precision=int8` and
+    the quantisation details in `ctd.int8`."""
+    details = dict(
+        result.config.to_dict(),
+        num_calibration_images=result.num_calibration_images,
+        calibration_source=result.calibration_source,
+        region_method=result.extra["region_method"],
+        quantized_op_counts=result.quantized_op_counts,
+        excluded_nodes=result.excluded_nodes,
+        float_biases=result.float_biases,
+        onnxruntime=result.onnxruntime_version,
+        source=result.source.name,
+    )
+    del qmodel.metadata_props[:]
+    set_metadata_props(qmodel, read_metadata_props(source))  # ctd.* and any other keys of the source
+    write_converted_metadata(qmodel, meta, "int8", "ctd.int8", details)
+    onnx.checker.check_model(qmodel)
+    with atomic_path(result.path) as tmp_path:
+        onnx.save(qmodel, str(tmp_path))
 
 
 def int8_post_step(config: Int8Config | None = None):
@@ -410,13 +299,13 @@ def int8_post_step(config: Int8Config | None = None):
     config = config or Int8Config()
 
     def int8_step(context) -> None:
-        from ctd_export.fp16 import compare_models
+        from ctd_export.precision_compare import compare_models
 
         result = context.result
         samples = run_config_samples(context.run, config.num_images, config.seed)
         res = quantize_int8(result.model_path, samples, config=config,
                             calibration_source=f"training split of run {context.run.run_id}")
-        parity = [(img[None], np.asarray(a, np.float32)[None]) for img, a in zip(context.images, context.crops)]
+        parity = parity_samples(context.images, context.crops)
         result.artifacts["int8"] = res.path
         result.reports["int8"] = {
             "quantization": res.to_dict(),

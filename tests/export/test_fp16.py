@@ -8,6 +8,9 @@ import onnx
 import pytest
 
 from ctd_export import fp16
+from ctd_export.network_region import network_region
+from ctd_export.precision_compare import compare_models, landmark_differences
+from ctd_export.torch_half import half_precision_fused, run_torch
 from ctd_runtime.errors import CtdError
 from ctd_runtime.model_meta import read_model_metadata
 from tests.export._tiny_fused import export_fused, fused_model, sample_set, trained_predictor
@@ -31,7 +34,7 @@ def _node_names(path):
 
 def test_region_is_the_predictor_only(exported):
     model = onnx.load(str(exported["dark"]))
-    names, how = fp16.network_region(model)
+    names, how = network_region(model)
     assert how == "scope"
     assert names and all(n.startswith("/predictor/") for n in names)
     ops = {n.op_type for n in model.graph.node if n.name in set(names)}
@@ -46,7 +49,7 @@ def test_region_without_scopes_falls_back_to_structure(exported):
     model = onnx.load(str(exported["argmax"]))
     for i, node in enumerate(model.graph.node):
         node.name = f"n{i}"
-    names, how = fp16.network_region(model)
+    names, how = network_region(model)
     assert how == "structure"
     ops = [n.op_type for n in model.graph.node if n.name in set(names)]
     assert ops.count("Conv") == 5 and ops.count("ConvTranspose") == 2
@@ -55,7 +58,7 @@ def test_region_without_scopes_falls_back_to_structure(exported):
 
 def test_region_of_a_dynamo_export(tmp_path):
     path = export_fused(trained_predictor(), tmp_path / "model.onnx", dynamo=True)
-    names, how = fp16.network_region(onnx.load(str(path)))
+    names, how = network_region(onnx.load(str(path)))
     assert how == "scope"
     model = onnx.load(str(path))
     ops = [n.op_type for n in model.graph.node if n.name in set(names)]
@@ -87,7 +90,7 @@ def test_convert_fp16_casts_only_at_the_network_boundary(exported, samples, deco
     assert meta.precision == "fp16" and meta.decode == decode
     details = {p.key: p.value for p in model.metadata_props}["ctd.fp16"]
     assert '"region_method": "scope"' in details
-    cmp = fp16.compare_models(src, res.path, *samples)
+    cmp = compare_models(src, res.path, *samples)
     assert cmp.n_images == 16 and cmp.n_landmarks == 3
     assert cmp.px_max < 0.1  # FP16 weights: argmax peaks unchanged, DARK offsets move by < 0.1 px
     assert cmp.score_max_abs < 0.05
@@ -96,9 +99,9 @@ def test_convert_fp16_casts_only_at_the_network_boundary(exported, samples, deco
 
 def test_fp16_arithmetic_in_torch_stays_close(samples):
     fused = fused_model(trained_predictor(), "dark")
-    ref = fp16.run_torch(fused, samples[0])
-    half = fp16.run_torch(fp16.half_precision_fused(fused), samples[0])
-    cmp = fp16.landmark_differences(ref, half, samples[1])
+    ref = run_torch(fused, samples[0])
+    half = run_torch(half_precision_fused(fused), samples[0])
+    cmp = landmark_differences(ref, half, samples[1])
     assert 0 < cmp.px_mean < 0.1 and cmp.px_max < 0.5
     assert fused.predictor.encoder[0].weight.dtype.is_floating_point  # the original is untouched
     assert str(fused.predictor.encoder[0].weight.dtype) == "torch.float32"
@@ -121,7 +124,7 @@ def test_landmark_differences_numbers():
     ref = (np.zeros((2, 2, 2)), np.ones((2, 2)))
     test = (np.array([[[3, 4], [0, 0]], [[0, 0], [0, 1]]], float), np.full((2, 2), 0.9))
     gt = np.zeros((2, 2, 2))
-    c = fp16.landmark_differences(ref, test, gt)
+    c = landmark_differences(ref, test, gt)
     assert c.px_max == 5 and c.px_mean == pytest.approx(1.5) and c.px_median == pytest.approx(0.5)
     assert c.score_max_abs == pytest.approx(0.1)
     assert c.me_reference == 0 and c.me_change == pytest.approx(1.5)
@@ -152,3 +155,31 @@ def test_post_steps_write_and_report(exported, tmp_path, monkeypatch):
     assert result.artifacts["int8"] == tmp_path / "model.int8.onnx"
     assert result.reports["int8"]["quantization"]["quantized_op_counts"] == {"Conv": 4}
     assert result.reports["int8"]["onnxruntime_vs_fp32"]["px_max"] < 1.0
+
+
+def test_a_weight_shared_with_the_fp32_part_gets_its_own_fp16_copy():
+    """The splice: the region's copy of a shared weight is FP16 under its own name, the FP32 part
+    keeps the original; the spliced graph runs and computes what the two halves say."""
+    from onnx import helper, numpy_helper
+
+    from ctd_runtime.backends.ort_session import open_session
+
+    w = np.array([0.5, -1.25, 2.0, 3.0], np.float32)
+    nodes = [helper.make_node("Mul", ["x", "w"], ["h"], name="/predictor/Mul"),
+             helper.make_node("Relu", ["h"], ["r"], name="/predictor/Relu"),
+             helper.make_node("Add", ["r", "w"], ["y"], name="/decoder/Add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    converted, info = fp16.convert_fp16_model(model)
+    assert (info["network_nodes"], info["other_nodes"], info["casts_to_fp16"], info["casts_to_fp32"]) == (2, 1, 1, 1)
+    onnx.checker.check_model(converted)
+    inits = {t.name: t.data_type for t in converted.graph.initializer}
+    assert inits == {"w": onnx.TensorProto.FLOAT, fp16.FP16_PREFIX + "w": onnx.TensorProto.FLOAT16}
+    by_name = {n.name: n for n in converted.graph.node}
+    assert list(by_name["/decoder/Add"].input)[1] == "w" and list(by_name["/predictor/Mul"].input)[1] == fp16.FP16_PREFIX + "w"
+    assert [n.name for n in model.graph.node] == ["/predictor/Mul", "/predictor/Relu", "/decoder/Add"]  # untouched
+    x = np.array([[1.0, 2.0, -3.0, 0.1]], np.float32)
+    y = open_session(converted.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, np.maximum(x * w, 0) + w, atol=1e-3)

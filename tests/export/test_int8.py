@@ -12,6 +12,9 @@ import pytest
 from onnx import numpy_helper
 
 from ctd_export import fp16, int8
+from ctd_export.calibration import FusedCalibrationReader, calibration_samples
+from ctd_export.network_region import network_region, output_layers
+from ctd_export.precision_compare import compare_models, run_samples
 from ctd_runtime.errors import CtdError
 from ctd_runtime.model_meta import read_model_metadata
 from tests.export._tiny_fused import INPUT_SIZE, export_fused, sample_set, trained_predictor
@@ -72,7 +75,7 @@ def test_default_quantises_conv_only_tensorrt_ready(exported, calibration, evalu
     details = {p.key: p.value for p in model.metadata_props}["ctd.int8"]
     for word in ('"method": "minmax"', '"num_calibration_images": 24', '"calibration_source": "synthetic blobs"'):
         assert word in details
-    cmp = fp16.compare_models(src, res.path, *evaluation)
+    cmp = compare_models(src, res.path, *evaluation)
     assert cmp.px_median < 0.5 and cmp.px_p95 < 1.0  # crop px are 0.6-1 source px here
     assert abs(cmp.me_change) < 0.2
 
@@ -93,7 +96,7 @@ def test_deconvolutions_and_uint8_on_request(exported, calibration, tmp_path):
     assert res.float_biases == 0
     nodes, inits = _qdq(onnx.load(str(res.path)))
     assert any(inits[n.input[2]].dtype == np.uint8 for n in nodes)
-    lm, sc = fp16.run_onnx(res.path, calibration[:2])
+    lm, sc = run_samples(res.path, calibration[:2])
     assert lm.shape == (2, 3, 2) and np.isfinite(lm).all()
 
 
@@ -114,21 +117,21 @@ def test_refuses_converted_input(exported, calibration, tmp_path):
 
 def test_calibration_reader_feeds_and_rewinds():
     samples = sample_set(3, seed=2)[0]
-    reader = int8.FusedCalibrationReader(samples, ("image", "crop"))
+    reader = FusedCalibrationReader(samples, ("image", "crop"))
     got = [reader.get_next() for _ in range(4)]
     assert got[3] is None and set(got[0]) == {"image", "crop"}
     assert got[0]["image"].dtype == np.uint8 and got[0]["crop"].dtype == np.float32
     reader.rewind()
     assert reader.get_next()["crop"].shape == (1, 2, 3)
     with pytest.raises(CtdError):
-        int8.FusedCalibrationReader([])
+        FusedCalibrationReader([])
 
 
 def test_calibration_samples_crop_around_the_ground_truth():
     rng = np.random.default_rng(0)
     points = rng.uniform(40, 80, (5, 7, 2))
     images = SimpleNamespace(points=points, load_image=lambda i: np.full((120, 100, 3), i, np.uint8))
-    samples = int8.calibration_samples(images, [0, 2, 3, 4], INPUT_SIZE, num_images=3, seed=1)
+    samples = calibration_samples(images, [0, 2, 3, 4], INPUT_SIZE, num_images=3, seed=1)
     assert len(samples) == 3
     from ctd_runtime import geometry
 
@@ -137,14 +140,14 @@ def test_calibration_samples_crop_around_the_ground_truth():
         assert i in (0, 2, 3, 4) and image.shape == (1, 120, 100, 3) and crop.shape == (1, 2, 3)
         inside = geometry.apply_affine(geometry.invert_affine(crop[0]), points[i])
         assert (inside > 0).all() and (inside < INPUT_SIZE - 1).all()
-    again = int8.calibration_samples(images, [0, 2, 3, 4], INPUT_SIZE, num_images=3, seed=1)
+    again = calibration_samples(images, [0, 2, 3, 4], INPUT_SIZE, num_images=3, seed=1)
     assert [int(a[0][0, 0, 0, 0]) for a in again] == [int(s[0][0, 0, 0, 0]) for s in samples]
 
 
 def test_output_layers_are_the_last_weighted_layers(exported):
     model = onnx.load(str(exported["argmax"]))
-    region, _ = fp16.network_region(model)
-    assert int8.output_layers(model, region) == ["/predictor/head/head.5/Conv"]
+    region, _ = network_region(model)
+    assert output_layers(model, region) == ["/predictor/head/head.5/Conv"]
 
 
 def test_float_biases_dequantises_int32(exported):
@@ -176,7 +179,7 @@ def test_grouped_convolutions_stay_fp32(tmp_path, calibration):
     pred.eval().requires_grad_(False)
     src = export_fused(pred, tmp_path / "model.onnx")
     model = onnx.load(str(src))
-    region, _ = fp16.network_region(model)
+    region, _ = network_region(model)
     assert int8.grouped_convolutions(model, region) == ["/predictor/encoder/encoder.3/Conv"]
     res = int8.quantize_int8(src, calibration[:6], config=int8.Int8Config(preprocess=False))
     assert res.quantized_op_counts == {"Conv": 3}

@@ -1,0 +1,99 @@
+"""Calibration and comparison samples: images with the crop around their ground-truth points, as
+the training dataset crops them, and the reader that feeds them to ONNX Runtime's quantiser.
+
+A sample is (image uint8 [1, H, W, 3] BGR, crop affine float32 [1, 2, 3]): one fused-graph call.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ctd_runtime import geometry
+from ctd_runtime.errors import CtdError
+
+Sample = tuple[np.ndarray, np.ndarray]
+
+
+def crop_around(points: np.ndarray, input_size: int, margin: float = 0.25) -> np.ndarray:
+    """The crop affine [2, 3] of the square around `points` (all annotated points of an image,
+    as the training dataset crops), float32."""
+    center, side = geometry.square_box(points, margin)
+    return geometry.crop_affine(center, side, input_size).astype(np.float32)
+
+
+def calibration_samples(
+    images: Any, indices: Sequence[int], input_size: int, num_images: int, margin: float = 0.25, seed: int = 0
+) -> list[Sample]:
+    """Up to `num_images` samples drawn (seeded) from `indices` of an `AnnotatedImages`: each image
+    with the crop around its ground-truth points."""
+    idx = list(indices)
+    if not idx:
+        raise CtdError("no images to calibrate on")
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(idx), size=min(num_images, len(idx)), replace=False).tolist())
+    out = []
+    for j in chosen:
+        i = idx[j]
+        image = images.load_image(i)
+        out.append((np.ascontiguousarray(image[None]), crop_around(images.points[i], input_size, margin)[None]))
+    return out
+
+
+def run_config_samples(run: Any, num_images: int, seed: int = 0, split: str = "train") -> list[Sample]:
+    """Calibration samples from a loaded run's training split (its config names data and split)."""
+    from ctd_train.config import TrainConfig, split_indices
+    from ctd_train.data.annotations import read_annotations
+
+    cfg = TrainConfig.from_dict(run.config)
+    images = read_annotations(cfg.data, validate_images=False)
+    indices = split_indices(images.subjects, cfg)[split]
+    return calibration_samples(images, indices, run.input_size, num_images, cfg.margin, seed)
+
+
+def parity_samples(images: Sequence[np.ndarray], crops: np.ndarray) -> list[Sample]:
+    """The parity gate's images and affines [N, 2, 3] as one-image samples."""
+    return [(img[None], np.asarray(a, np.float32)[None]) for img, a in zip(images, crops)]
+
+
+class FusedCalibrationReader:
+    """ONNX Runtime `CalibrationDataReader` feeding (image, crop) samples, one per call, to the
+    fused graph's two inputs (by position: image first, crop second)."""
+
+    def __init__(self, samples: Sequence[Sample], input_names: Sequence[str] = ("image", "crop")):
+        if not samples:
+            raise CtdError("no calibration samples")
+        self.samples = list(samples)
+        self.input_names = tuple(input_names)
+        self._it: Iterator[Sample] | None = None
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._it is None:
+            self._it = iter(self.samples)
+        sample = next(self._it, None)
+        if sample is None:
+            return None
+        image, crop = sample
+        return {self.input_names[0]: np.ascontiguousarray(image, np.uint8),
+                self.input_names[1]: np.ascontiguousarray(crop, np.float32)}
+
+    def rewind(self) -> None:
+        self._it = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def as_ort_reader(reader: FusedCalibrationReader) -> Any:
+    """The reader as a subclass of ONNX Runtime's CalibrationDataReader (imported lazily)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def get_next(self):
+            return reader.get_next()
+
+        def rewind(self):
+            reader.rewind()
+
+    return _Reader()
