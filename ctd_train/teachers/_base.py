@@ -106,3 +106,28 @@ class Teacher:
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.network.parameters())
+
+    def encoder_parameter_count(self) -> int:
+        """Parameters of the encoder alone: what the student inherits."""
+        return sum(p.numel() for p in self.network.encoder.parameters())
+
+    def describe(self, size: int = 256) -> dict[str, Any]:
+        """Input spec, parameter counts and output shapes for a `size` x `size` input (what
+        `ctd teacher check` prints)."""
+        out = self.output_shapes(size)
+        norm = self.input_spec.normalization
+        return {
+            "name": self.name,
+            "weights": None if self.weights_path is None else str(self.weights_path),
+            "input_size": self.input_spec.size,
+            "channel_order": norm.channel_order,
+            "mean": list(norm.mean),
+            "scale": list(norm.scale),
+            "parameters": self.parameter_count(),
+            "encoder_parameters": self.encoder_parameter_count(),
+            "probe_size": size,
+            "feature_map": out["features"],
+            "has_classifier": self.has_classifier,
+            "logits": out.get("logits"),
+            "embedding": out.get("embedding"),
+        }

@@ -24,7 +24,7 @@ from torch import nn
 from ctd_runtime.errors import CtdError
 from ctd_runtime.normalization import Normalization
 from ctd_train.teachers._base import InputSpec, Teacher, TeacherNetwork
-from ctd_train.teachers._registry import register_teacher
+from ctd_train.teachers._registry import TeacherEntry, register_teacher
 from ctd_train.teachers.dlib_format import (
     AffineRecord,
     ConvRecord,
@@ -34,6 +34,7 @@ from ctd_train.teachers.dlib_format import (
     PoolRecord,
     parse_dlib_file,
 )
+from ctd_train.teachers.golden import GoldenOutput
 
 NAME = "dlib-resnet29"
 WEIGHTS_FILE = "dlib_face_recognition_resnet_model_v1.dat"
@@ -41,7 +42,8 @@ WEIGHTS_ENV = "CTD_DLIB_WEIGHTS"
 FEATURE_CHANNELS = 256
 DESCRIPTOR_DIM = 128
 TRAINED_SIZE = 150
-PARAMETER_COUNT = 5_614_592
+# dlib stores its input means as float32 in the .dat file (teachers README, 1.2)
+DLIB_MEANS = (122.78199768066406, 117.0009994506836, 104.2979965209961)
 
 # (level name, channels, res_down first?, number of plain res blocks), in forward order
 _LEVELS = (("level4", 32, False, 3), ("level3", 64, True, 3), ("level2", 128, True, 2),
@@ -340,13 +342,33 @@ def find_dlib_weights(weights: Path | None = None) -> Path:
     return found
 
 
-@register_teacher(
-    NAME,
-    weights_source=f"PyPI face-recognition-models (models/{WEIGHTS_FILE}), ${WEIGHTS_ENV}, or --teacher-weights",
-    has_classifier=False,
-    licence="CC0-1.0",
-)
 def load(weights: Path | None = None) -> Teacher:
     """Load dlib's face recognition ResNet-29 from its original `.dat` (see `find_dlib_weights`)."""
     path = find_dlib_weights(weights)
     return teacher_from_model(parse_dlib_file(path))
+
+
+def skeleton() -> Teacher:
+    """The architecture and input spec of the `.dat` file, random weights."""
+    net = TeacherNetwork(DlibResNetEncoder(), feature_channels=FEATURE_CHANNELS,
+                         classifier=None, num_classes=None, embedding=DlibEmbedding())
+    spec = InputSpec(TRAINED_SIZE, Normalization("RGB", DLIB_MEANS, (1 / 256,) * 3))
+    return Teacher(name=NAME, input_spec=spec, network=net)
+
+
+TEACHER = register_teacher(TeacherEntry(
+    name=NAME,
+    description="dlib's face recognition ResNet-29: 128-d face descriptor, 150 px RGB crops",
+    licence="CC0-1.0",
+    weights_source=f"PyPI face-recognition-models (models/{WEIGHTS_FILE}), ${WEIGHTS_ENV}, or --teacher-weights",
+    has_classifier=False,
+    loader=load,
+    find_weights=find_dlib_weights,
+    skeleton=skeleton,
+    # README 1.5 / 1.6: dlib itself; suggested thresholds 1e-5 (descriptors), 2e-5 (pooled)
+    golden=(
+        GoldenOutput("descriptors", 1e-5, lambda n, o, x: o["embedding"], "128-d face descriptor (embedding)"),
+        GoldenOutput("pooled", 2e-5, lambda n, o, x: o["features"].mean(dim=(2, 3)),
+                     "256-d average-pooled feature map (the fc input)"),
+    ),
+))

@@ -1,10 +1,11 @@
 """Compare a loaded teacher with the reference outputs of its original implementation
 (``shared/teachers/<name>/golden.npz``, README sections 1.5/1.6 and 2.5/2.6).
 
-Each teacher has its own golden keys; ``GOLDEN_OUTPUTS`` says how each key is computed from the
-PyTorch network and how close a correct port gets (max abs diff). The golden ``inputs`` are uint8
-RGB NHWC crops; they go through the teacher's own ``input_spec.normalization`` (which starts from
-OpenCV's BGR order), so the preprocessing is part of what is checked.
+Each teacher has its own golden keys; its registry entry's ``golden`` (a tuple of ``GoldenOutput``)
+says how each key is computed from the PyTorch network and how close a correct port gets (max abs
+diff). The golden ``inputs`` are uint8 RGB NHWC crops; they go through the teacher's own
+``input_spec.normalization`` (which starts from OpenCV's BGR order), so the preprocessing is part
+of what is checked.
 """
 
 from __future__ import annotations
@@ -40,53 +41,17 @@ class GoldenCheck(NamedTuple):
     ok: bool
 
 
-def _hse_heads(net: TeacherNetwork, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    all_outputs = getattr(net.classifier, "all_outputs", None)
-    if all_outputs is None:
-        raise CtdError("this network's classifier has no all_outputs(): not the HSE MobileNet heads")
-    if "_hse_heads" not in out:
-        out["_hse_heads"] = all_outputs(out["features"])  # type: ignore[assignment]
-    return out["_hse_heads"]  # type: ignore[return-value]
-
-
-def _nchw_to_nhwc(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 2, 3, 1)
-
-
-GOLDEN_OUTPUTS: dict[str, tuple[GoldenOutput, ...]] = {
-    # README 1.5 / 1.6: dlib itself; suggested thresholds 1e-5 (descriptors), 2e-5 (pooled)
-    "dlib-resnet29": (
-        GoldenOutput("descriptors", 1e-5, lambda n, o, x: o["embedding"], "128-d face descriptor (embedding)"),
-        GoldenOutput("pooled", 2e-5, lambda n, o, x: o["features"].mean(dim=(2, 3)),
-                     "256-d average-pooled feature map (the fc input)"),
-    ),
-    # README 2.5 / 2.6: the TF.js graph on its CPU backend; suggested thresholds: feature < 5e-5,
-    # feature map < 2e-4, age and gender logits < 2e-4, feats/Relu < 1e-4, probabilities < 1e-5
-    "hse-mobilenet-vggface2": (
-        GoldenOutput("graph_input", 1e-4, lambda n, o, x: _nchw_to_nhwc(x),
-                     "normalised input (BGR minus caffe means), NHWC"),
-        GoldenOutput("conv_pw_13_relu/clip_by_value:0", 2e-4, lambda n, o, x: _nchw_to_nhwc(o["features"]),
-                     "last feature map (encoder output), NHWC"),
-        GoldenOutput("global_pooling/Mean:0", 5e-5, lambda n, o, x: o["embedding"],
-                     "1024-d identity feature (embedding)"),
-        GoldenOutput("feats/Relu:0", 1e-4, lambda n, o, x: _hse_heads(n, o)["feats"], "hidden layer of the heads"),
-        GoldenOutput("age_pred/BiasAdd:0", 2e-4, lambda n, o, x: o["logits"], "100 age logits (classifier)"),
-        GoldenOutput("age_pred/Softmax:0", 1e-5, lambda n, o, x: torch.softmax(o["logits"], dim=1),
-                     "age probabilities"),
-        GoldenOutput("gender_pred/BiasAdd:0", 2e-4, lambda n, o, x: _hse_heads(n, o)["gender_logit"],
-                     "gender logit"),
-        GoldenOutput("gender_pred/Sigmoid:0", 1e-5, lambda n, o, x: _hse_heads(n, o)["p_male"], "P(male)"),
-    ),
-}
-
-
 def golden_outputs_for(name: str) -> tuple[GoldenOutput, ...]:
-    if name not in GOLDEN_OUTPUTS:
+    """The golden outputs of teacher `name` (its registry entry's); CtdError when it has none."""
+    from ctd_train.teachers._registry import list_teachers, teacher_entry
+
+    specs = teacher_entry(name).golden
+    if not specs:
         raise CtdError(
             f"no golden reference is known for teacher {name!r}; golden files exist for "
-            f"{', '.join(sorted(GOLDEN_OUTPUTS))}"
+            f"{', '.join(e.name for e in list_teachers() if e.golden)}"
         )
-    return GOLDEN_OUTPUTS[name]
+    return specs
 
 
 def golden_inputs(teacher: Teacher, golden: dict[str, np.ndarray], path: Path) -> torch.Tensor:

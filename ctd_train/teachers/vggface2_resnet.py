@@ -37,7 +37,7 @@ from torch import nn
 from ctd_runtime.errors import CtdError
 from ctd_runtime.normalization import Normalization
 from ctd_train.teachers._base import InputSpec, Teacher, TeacherNetwork
-from ctd_train.teachers._registry import register_teacher
+from ctd_train.teachers._registry import TeacherEntry, register_teacher
 
 NAME = "resnet50-vggface2"
 NUM_CLASSES = 8631  # VGGFace2 training identities (demo.py N_IDENTITY)
@@ -324,12 +324,6 @@ def resolve_weights(weights: str | Path | None) -> Path:
     return weights
 
 
-@register_teacher(
-    NAME,
-    weights_source=WEIGHTS_SOURCE,
-    has_classifier=True,
-    licence="MIT (code); weights: VGGFace2 terms",
-)
 def load_vggface2_resnet50(weights: Path | None = None) -> Teacher:
     """Load the VGGFace2 ResNet-50 teacher from its weight pickle (path, folder or env)."""
     path = resolve_weights(weights)
@@ -353,3 +347,20 @@ def random_teacher(seed: int = 0) -> Teacher:
     network.eval()
     return Teacher(name=NAME, input_spec=INPUT_SPEC, network=network, weights_path=None,
                    extras={"variant": "random", "num_classes": NUM_CLASSES})
+
+
+def skeleton() -> Teacher:
+    """The architecture and input spec, random (untrained) weights."""
+    return Teacher(name=NAME, input_spec=INPUT_SPEC, network=build_network())
+
+
+TEACHER = register_teacher(TeacherEntry(
+    name=NAME,
+    description="the paper's teacher: ResNet-50 trained on VGGFace2 (8631 identities), 224 px BGR",
+    licence="MIT (code); weights: VGGFace2 terms",
+    weights_source=WEIGHTS_SOURCE,
+    has_classifier=True,
+    loader=load_vggface2_resnet50,
+    find_weights=resolve_weights,
+    skeleton=skeleton,
+))

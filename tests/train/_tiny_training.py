@@ -1,7 +1,7 @@
 """A tiny fake teacher and tiny training configs, so trainer/checkpoint/evaluate tests run in seconds.
 
 `tiny_teachers(monkeypatch)` registers `tiny-test` (with a 5-class classifier) and `tiny-nocls`
-(without) in the teacher registry and the skeleton table, for the duration of one test.
+(without) in the teacher registry, for the duration of one test.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from torch import nn
 
 from ctd_runtime.errors import CtdError
 from ctd_runtime.normalization import Normalization
-from ctd_train.teachers import _registry, skeletons
+from ctd_train.teachers import _registry
 from ctd_train.teachers._base import InputSpec, Teacher, TeacherNetwork
 
 from tests.train._data_synth import make_folder
@@ -52,11 +52,20 @@ def _loader(name: str, with_classifier: bool):
     return load
 
 
+def _find_weights(weights: Path | None) -> Path:
+    if weights is None:
+        raise CtdError("tiny test teachers have no weights file")
+    return Path(weights)
+
+
 def tiny_teachers(monkeypatch) -> None:
     for name, cls in ((TINY, True), (TINY_NOCLS, False)):
-        entry = _registry.TeacherEntry(name, _loader(name, cls), "tests", cls, "test only")
+        entry = _registry.TeacherEntry(
+            name=name, description="tiny test teacher", licence="test only", weights_source="tests",
+            has_classifier=cls, loader=_loader(name, cls), find_weights=_find_weights,
+            skeleton=lambda n=name, c=cls: _teacher(n, c),
+        )
         monkeypatch.setitem(_registry._REGISTRY, name, entry)
-        monkeypatch.setitem(skeletons._SKELETONS, name, lambda n=name, c=cls: _teacher(n, c))
 
 
 def tiny_data(root: Path, n_subjects: int = 4, per_subject: int = 2, seed: int = 0) -> Path:

@@ -132,10 +132,10 @@ def test_other_schema(tmp_path, tiny):
 
 
 def test_unknown_teacher_is_a_clear_error(tmp_path, tiny, monkeypatch):
-    from ctd_train.teachers import skeletons
+    from ctd_train.teachers import _registry
 
     _save(tmp_path)
-    monkeypatch.delitem(skeletons._SKELETONS, TINY)
+    monkeypatch.delitem(_registry._REGISTRY, TINY)
     with pytest.raises(CtdError, match="cannot rebuild.*tiny-test"):
         load_run(tmp_path / "run")
 
