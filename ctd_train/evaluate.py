@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -265,7 +264,8 @@ def evaluate_loaded(
     if not indices:
         raise CtdError(f"the {split} split of {data_dir} has no images")
     dataset = LandmarkCropDataset(images, indices, run.schema, run.normalization, run.codec, augment=None,
-                                  margin=config.margin, seed=config.seed)
+                                  margin=config.margin, seed=config.seed, crop=config.crop,
+                                  crop_scale=config.crop_scale)
     p = predict_crops(run.predictor, dataset, run.codec, decode, batch_size=8, workers=workers)
     gt = run.schema.select(images.points[p.indices])
     evaluations = evaluate_predictions(p.pred, gt, p.affines, run.schema, unit, threshold, pixel_spacing)
@@ -413,13 +413,3 @@ def compare_runs(
                  comp.files["ced"], title=f"CED, {split} split, {decode}")
         write_json_atomic(comp.files["json"], comp.to_dict())
     return comp
-
-
-def load_eval_json(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except OSError as e:
-        raise CtdError(f"cannot read: {e.strerror}", path=path) from None
-    except json.JSONDecodeError as e:
-        raise CtdError(f"not valid JSON: {e}", path=path) from None
