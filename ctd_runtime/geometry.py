@@ -25,6 +25,19 @@ def square_box(points: np.ndarray, margin: float = 0.25) -> tuple[np.ndarray, fl
     return center, max(side, 1.0)
 
 
+def pair_aligned_box(a: np.ndarray, b: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
+    """(centre, side, rotation_deg) of the square crop on the segment a -> b: centred on its
+    midpoint, side = scale x |b - a|, rotated so that a -> b runs along the crop's +x axis (for
+    `crop_affine`). For an eye, a = exocanthion and b = endocanthion of the subject's right eye keep
+    the face upright; the crop then always shows the fissure at the same size and angle."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    d = b - a
+    length = float(np.hypot(d[0], d[1]))
+    rotation = float(np.degrees(np.arctan2(-d[1], d[0])))
+    return (a + b) / 2.0, max(scale * length, 1.0), rotation
+
+
 def crop_affine(
     center: np.ndarray | tuple[float, float],
     side: float,

@@ -199,7 +199,24 @@ def _imm14() -> LandmarkSchema:
     )
 
 
-_BUILTIN = {"imm14": _imm14, "imm58": _imm58}
+def _imm_eye() -> LandmarkSchema:
+    picks = [
+        (21, "r_exocanthion"), (22, "r_upper_lid_1"), (23, "r_upper_lid_2"), (24, "r_upper_lid_3"),
+        (25, "r_endocanthion"), (26, "r_lower_lid_1"), (27, "r_lower_lid_2"), (28, "r_lower_lid_3"),
+    ]
+    return LandmarkSchema(
+        name="imm-eye",
+        landmark_names=tuple(n for _, n in picks),
+        source_indices=tuple(i for i, _ in picks),
+        pfl_pair=(4, 0),
+        flip_pairs=(),
+        num_source_points=58,
+        description="The subject's right eye from IMM (8 points): the refinement stage's schema, trained on "
+                    "crops aligned on the fissure (ctd train --crop pfl).",
+    )
+
+
+_BUILTIN = {"imm14": _imm14, "imm58": _imm58, "imm-eye": _imm_eye}
 
 
 def builtin_schema_names() -> list[str]:

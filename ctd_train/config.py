@@ -59,6 +59,8 @@ class TrainConfig:
     test_subjects: int | None = None
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     margin: float = 0.25
+    crop: str = "face"          # face: square around the annotation; pfl: the refinement stage's fissure crop
+    crop_scale: float = 2.5     # pfl crops: side = crop_scale x PFL
     input_size: int = 256
     sigma: float = 1.5
     workers: int = 0            # measured on 2 cores: worker processes do not help (docs/cpu_training.md)
@@ -85,6 +87,9 @@ class TrainConfig:
         positive("head_lr_scale", self.head_lr_scale)
         positive("input_size", self.input_size)
         positive("sigma", self.sigma)
+        positive("crop_scale", self.crop_scale)
+        if self.crop not in ("face", "pfl"):
+            raise CtdError(f"config: crop must be face or pfl, not {self.crop!r}")
         positive("train_subjects", self.train_subjects, allow_none=True)
         positive("train_images", self.train_images, allow_none=True)
         positive("val_subjects", self.val_subjects, allow_none=True)

@@ -182,10 +182,10 @@ def prepare(config: TrainConfig) -> Setup:
     method = build_method(resolved.method, schema.num_landmarks, teacher)
     normalization = method.input_normalization(teacher)
     codec = HeatmapCodec(input_size=resolved.input_size, stride=4, sigma=resolved.sigma)
+    crop = {"margin": resolved.margin, "seed": resolved.seed, "crop": resolved.crop, "crop_scale": resolved.crop_scale}
     train_set = LandmarkCropDataset(images, splits["train"], schema, normalization, codec,
-                                    augment=resolved.augment, margin=resolved.margin, seed=resolved.seed)
-    val_set = LandmarkCropDataset(images, splits["val"], schema, normalization, codec, augment=None,
-                                  margin=resolved.margin, seed=resolved.seed)
+                                    augment=resolved.augment, **crop)
+    val_set = LandmarkCropDataset(images, splits["val"], schema, normalization, codec, augment=None, **crop)
     # one forward pass on one item: shapes of method, codec and data agree before any training
     probe = train_set[0]
     with torch.no_grad():

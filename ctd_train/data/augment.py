@@ -27,6 +27,8 @@ class AugmentConfig:
         (the dataset refuses it otherwise).
     brightness: additive shift uniform in [-brightness, brightness] * 255.
     contrast: factor uniform in [1 - contrast, 1 + contrast] about the crop's mean intensity.
+    shift: the crop centre moves by a fraction uniform in [-shift, shift] of the crop side along
+        each axis (a refinement stage must cope with the first stage's error in its crop).
     """
 
     scale: float = 0.2
@@ -35,6 +37,7 @@ class AugmentConfig:
     flip_prob: float = 0.5
     brightness: float = 0.2
     contrast: float = 0.2
+    shift: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.scale < 1.0:
@@ -47,6 +50,8 @@ class AugmentConfig:
             raise CtdError(f"augment brightness must be in [0, 1], not {self.brightness}")
         if not 0.0 <= self.contrast < 1.0:
             raise CtdError(f"augment contrast must be in [0, 1), not {self.contrast}")
+        if not 0.0 <= self.shift <= 0.5:
+            raise CtdError(f"augment shift must be in [0, 0.5], not {self.shift}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +73,7 @@ class AugmentParams:
     flip: bool = False
     brightness: float = 0.0  # additive, in 0..255 units
     contrast: float = 1.0
+    shift: tuple[float, float] = (0.0, 0.0)  # crop centre offset, fraction of the crop side
 
     @property
     def is_photometric_identity(self) -> bool:
@@ -75,12 +81,15 @@ class AugmentParams:
 
 
 def sample_params(cfg: AugmentConfig | None, rng: np.random.Generator) -> AugmentParams:
-    """Draw one augmentation. The same five numbers are always drawn, in the same order."""
+    """Draw one augmentation. The same seven numbers are always drawn, in the same order (the two
+    of the shift last, so runs without it draw what they drew before it existed)."""
     if cfg is None:
         return AugmentParams()
     u = rng.uniform(-1.0, 1.0, size=4)
     f = rng.uniform()
+    shift = rng.uniform(-1.0, 1.0, size=2) * cfg.shift
     return AugmentParams(
+        shift=(float(shift[0]), float(shift[1])),
         scale=float(1.0 + cfg.scale * u[0]),
         rotation_deg=float(cfg.rotation_deg * u[1]),
         flip=bool(cfg.flip and f < cfg.flip_prob),

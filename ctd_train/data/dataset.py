@@ -7,6 +7,12 @@ station's face box gives. Augmentation scales and rotates that box (and mirrors 
 with flip pairs); the crop is sampled through the crop -> source affine of `ctd_runtime.geometry`,
 and the landmarks go into the crop through the inverse of the same affine.
 
+Crop rules (`CROP_RULES`): "face" is the square above; "pfl" is the refinement stage's crop, a
+square on the schema's PFL pair (`ctd_runtime.geometry.pair_aligned_box`: centred on the
+fissure, `crop_scale` x PFL wide, rotated so the fissure is horizontal). `box_points` replaces the
+annotation as the source of the box (image index -> points): the first stage's predictions when
+a cascade is evaluated, so the second stage sees the crops it will see on the station.
+
 Randomness: item `i` draws from `numpy.random.default_rng([seed, epoch, image_index])`, so a run
 is reproducible whatever the number of DataLoader workers; call `set_epoch(e)` before each epoch
 (each worker holds its own copy of the dataset, so set it before creating the iterator, or use
@@ -28,6 +34,23 @@ from ctd_runtime.normalization import Normalization
 from ctd_runtime.schema import LandmarkSchema
 from ctd_train.data.annotations import ANNOTATIONS_FILE, AnnotatedImages
 from ctd_train.data.augment import AugmentConfig, AugmentParams, photometric, sample_params
+
+CROP_RULES = ("face", "pfl")
+
+
+def crop_box(rule: str, points: np.ndarray, margin: float, crop_scale: float,
+             pfl_pair: tuple[int, int] | None = None) -> tuple[np.ndarray, float, float]:
+    """(centre, side, rotation_deg) of the crop `rule` makes from `points`: for "face" the square
+    around all of them with `margin`; for "pfl" the fissure-aligned square on points[pfl_pair]
+    (or on the two points given, when `pfl_pair` is None), oriented left to right in the image."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if rule == "face":
+        center, side = geometry.square_box(pts, margin)
+        return center, side, 0.0
+    a, b = (pts[list(pfl_pair)] if pfl_pair is not None else pts[:2])
+    if a[0] > b[0]:
+        a, b = b, a
+    return geometry.pair_aligned_box(a, b, crop_scale)
 
 
 class LandmarkCropDataset(Dataset):
@@ -51,6 +74,9 @@ class LandmarkCropDataset(Dataset):
         margin: float = 0.25,
         seed: int = 0,
         cache_images: bool = True,
+        crop: str = "face",
+        crop_scale: float = 2.5,
+        box_points: dict[int, np.ndarray] | None = None,
     ) -> None:
         self.images = images
         self.indices = list(range(len(images))) if indices is None else [int(i) for i in indices]
@@ -69,6 +95,13 @@ class LandmarkCropDataset(Dataset):
             raise CtdError(f"seed must be >= 0, not {seed}")
         if margin < 0:
             raise CtdError(f"crop margin must be >= 0, not {margin}")
+        if crop not in CROP_RULES:
+            raise CtdError(f"unknown crop rule {crop!r}; choose from {', '.join(CROP_RULES)}")
+        if not crop_scale > 0:
+            raise CtdError(f"crop_scale must be > 0, not {crop_scale}")
+        self.crop = crop
+        self.crop_scale = float(crop_scale)
+        self.box_points = box_points
         if augment is not None and augment.flip and not schema.can_flip:
             raise CtdError(
                 f"flip augmentation requested but schema {schema.name!r} has no left/right flip pairs "
@@ -99,10 +132,11 @@ class LandmarkCropDataset(Dataset):
         image = self.images.load_image(idx, cache=self.cache_images)
         all_points = self.images.points[idx]
         pts = self.schema.select(all_points)
-        center, side = geometry.square_box(all_points, self.margin)
+        center, side, rotation = self._box(idx, all_points, pts)
         p = self.params(i)
         size = self.output_size
-        affine = geometry.crop_affine(center, side * p.scale, size, p.rotation_deg, flip=p.flip)
+        center = center + np.asarray(p.shift) * side
+        affine = geometry.crop_affine(center, side * p.scale, size, rotation + p.rotation_deg, flip=p.flip)
         crop = geometry.warp_to_crop(image, affine, size)
         crop = photometric(crop, p)
         lm_image = pts[self._perm] if p.flip else pts
@@ -120,6 +154,15 @@ class LandmarkCropDataset(Dataset):
             "box_side": float(side),
             "params": p,
         }
+
+    def _box(self, idx: int, all_points: np.ndarray, schema_points: np.ndarray) -> tuple[np.ndarray, float, float]:
+        if self.box_points is not None:
+            given = np.asarray(self.box_points[idx], dtype=np.float64)
+            pair = self.schema.pfl_pair if (self.crop == "pfl" and len(given) == self.schema.num_landmarks) else None
+            return crop_box(self.crop, given, self.margin, self.crop_scale, pair)
+        if self.crop == "pfl":
+            return crop_box("pfl", schema_points, self.margin, self.crop_scale, self.schema.pfl_pair)
+        return crop_box("face", all_points, self.margin, self.crop_scale)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s = self.sample(i)

@@ -2,6 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
+from ctd_runtime import geometry
+
 from ctd_runtime.geometry import (
     affine_scale,
     apply_affine,
@@ -60,3 +62,20 @@ def test_identity_crop_is_the_image():
     np.testing.assert_allclose(a, [[1, 0, 0], [0, 1, 0]], atol=1e-12)
     np.testing.assert_array_equal(warp_to_crop(img, a, 256), img)
     assert cv2.__version__
+
+
+def test_pair_aligned_box_puts_the_pair_on_the_crop_axis():
+    """a and b land on the crop's horizontal midline, a left of b, |b - a| = side / scale, for
+    any angle of the segment in the image."""
+    for angle in (0.0, 25.0, -40.0, 170.0):
+        t = np.radians(angle)
+        a = np.array([100.0, 80.0])
+        b = a + 40.0 * np.array([np.cos(t), np.sin(t)])
+        center, side, rotation = geometry.pair_aligned_box(a, b, 2.5)
+        assert side == pytest.approx(100.0)
+        inv = geometry.invert_affine(geometry.crop_affine(center, side, 256, rotation))
+        ua, ub = geometry.apply_affine(inv, np.stack([a, b]))
+        mid = 255 / 2
+        assert ua[1] == pytest.approx(mid, abs=1e-9) and ub[1] == pytest.approx(mid, abs=1e-9)
+        assert ub[0] - ua[0] == pytest.approx(256 / 2.5, rel=1e-9)
+        assert (ua[0] + ub[0]) / 2 == pytest.approx(mid, abs=1e-9)

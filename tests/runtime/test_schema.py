@@ -60,4 +60,13 @@ def test_bad_schemas_name_the_problem(tmp_path):
         LandmarkSchema("x", ("a", "b"), (0, 1), (0, 5))
     with pytest.raises(CtdError, match="flip"):
         LandmarkSchema("x", ("a", "b", "c"), (0, 1, 2), (0, 1), flip_pairs=((0, 1), (1, 2)))
-    assert builtin_schema_names() == ["imm14", "imm58"]
+    assert builtin_schema_names() == ["imm-eye", "imm14", "imm58"]
+
+
+def test_eye_schema_is_the_right_eye_of_imm14():
+    """The refinement stage's schema names the same source points as imm14's eye, so its
+    predictions replace imm14's eye landmarks one for one."""
+    eye, face = get_schema("imm-eye"), get_schema("imm14")
+    assert eye.num_landmarks == 8 and not eye.can_flip
+    assert [eye.source_indices[i] for i in eye.pfl_pair] == [face.source_indices[i] for i in face.pfl_pair]
+    assert set(eye.source_indices) <= set(face.source_indices)

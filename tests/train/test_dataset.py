@@ -189,7 +189,7 @@ def test_augment_config_and_photometric():
     cfg = AugmentConfig(scale=0.1, rotation_deg=5, flip=True, brightness=0.1, contrast=0.3)
     assert AugmentConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.to_dict() == {"scale": 0.1, "rotation_deg": 5, "flip": True, "flip_prob": 0.5,
-                             "brightness": 0.1, "contrast": 0.3}
+                             "brightness": 0.1, "contrast": 0.3, "shift": 0.0}
     with pytest.raises(CtdError, match="augmentation config: unknown key .scael."):
         AugmentConfig.from_dict({"scael": 0.1})
     with pytest.raises(CtdError, match="scale"):
@@ -231,3 +231,36 @@ def test_random_faces_stay_consistent_under_strong_augmentation(tmp_path):
             assert (w[well_inside] == 1).all() and (w[far_outside] == 0).all()
             np.testing.assert_allclose(geometry.apply_affine(s["affine"], s["landmarks"]), s["landmarks_image"],
                                        atol=1e-6)
+
+
+def test_pfl_crop_shows_the_fissure_level_and_at_a_fixed_size(dots):
+    """The refinement crop puts the PFL pair on the crop's midline, PFL = size / crop_scale apart
+    (the dots' colours prove the pixels follow), whatever the pair's angle in the image."""
+    data = read_annotations(dots)
+    ds = LandmarkCropDataset(data, None, PAIR, NORM, HeatmapCodec(input_size=64), None, crop="pfl", crop_scale=2.0)
+    for i in range(len(ds)):
+        s = ds.sample(i)
+        a, b = s["landmarks"]
+        assert a[1] == pytest.approx(31.5, abs=1e-6) and b[1] == pytest.approx(31.5, abs=1e-6)
+        assert abs(b[0] - a[0]) == pytest.approx(32.0, rel=1e-6)
+        assert (_colour_at(s["crop"], a) == RED).all() and (_colour_at(s["crop"], b) == GREEN).all()
+
+
+def test_box_points_replace_the_annotation_and_shift_moves_the_crop(dots):
+    data = read_annotations(dots)
+    given = {0: np.array([[70.0, 70.0], [150.0, 70.0]]), 1: np.array([[50.0, 100.0], [150.0, 60.0]])}
+    ds = LandmarkCropDataset(data, None, PAIR, NORM, HeatmapCodec(input_size=64), None, crop="pfl",
+                             crop_scale=2.0, box_points=given)
+    s = ds.sample(0)
+    # the crop is built on the given points: the true dots are 10 px (= 4 crop px) off the midline
+    center = geometry.apply_affine(s["affine"], np.array([[31.5, 31.5]]))[0]
+    assert center == pytest.approx([110.0, 70.0], abs=1e-6)
+    shifted = LandmarkCropDataset(data, None, PAIR, NORM, HeatmapCodec(input_size=64),
+                                  AugmentConfig(scale=0, rotation_deg=0, brightness=0, contrast=0, shift=0.2),
+                                  crop="pfl", crop_scale=2.0)
+    offsets = [geometry.apply_affine(shifted.sample(0)["affine"], np.array([[31.5, 31.5]]))[0] - [100.0, 80.0]
+               for _ in range(1)]
+    side = 2.0 * np.hypot(80.0, 20.0)
+    assert np.all(np.abs(offsets[0]) <= 0.2 * side + 1e-9) and np.any(np.abs(offsets[0]) > 1e-3)
+    with pytest.raises(CtdError, match="crop rule"):
+        LandmarkCropDataset(data, None, PAIR, NORM, crop="eye")
