@@ -13,8 +13,8 @@ The station reads everything it needs from here (DESIGN.md, "Model metadata"):
     ctd.run_id         the training run the weights come from
     ctd.outputs        output names in order, JSON list, e.g. ["landmarks", "scores"]
 
-`ModelMetadata.to_map` / `from_map` convert to and from these string pairs; the writer (onnx
-package) is `ctd_export.metadata`, the TensorRT manifest reuses the same map.
+`ModelMetadata.to_map` / `from_map` convert to and from these string pairs; the writer is the
+export package's `metadata` module (it needs onnx), the TensorRT manifest reuses the same map.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The `ctd` command. Thin: parse options, call a function a test can also call, print with rich.
 
-Training and export code (torch) is imported lazily inside those subcommands, so `ctd --help`
-and the station commands work on a runtime-only install.
+The station commands live here; the other packages add theirs through the `ctd.commands` entry
+points (see `plugins`) and import torch only inside their command bodies, so `ctd --help` and the
+station commands work on a runtime-only install.
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from ctd_runtime import __version__
 from ctd_runtime.errors import CtdError
 
 console = Console(stderr=True)
-
-# modules that only `ctd[train]` installs; the station commands never import them
-TRAINING_STACK = {"torch", "onnx", "onnxscript", "onnxconverter_common", "matplotlib", "ctd_train", "ctd_export"}
 
 
 def table_console(min_width: int = 140) -> Console:
@@ -53,10 +51,11 @@ def build_app() -> typer.Typer:
     ) -> None:
         """ctd: cross-task distilled facial landmark detection for the edge."""
 
-    from ctd_runtime.cli import data, engine, export, teacher, train
+    from ctd_runtime.cli import engine
+    from ctd_runtime.cli.plugins import add_plugin_commands
 
-    for module in (data, teacher, train, export, engine):
-        module.register(app)
+    add_plugin_commands(app)
+    engine.register(app)
     return app
 
 
@@ -76,12 +75,10 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except ModuleNotFoundError as e:
+        from ctd_runtime.cli.plugins import TRAINING_STACK, stack_hint
+
         root = (e.name or "").split(".")[0]
         if root not in TRAINING_STACK:
             raise
-        console.print(
-            f"[bold red]error:[/] this command needs the training stack ({root} is not installed): "
-            "pip install 'ctd\\[train]' (with torch==2.13.0 first on a CPU-only machine)",
-            highlight=False, soft_wrap=True,
-        )
+        console.print(f"[bold red]error:[/] {escape(stack_hint(root))}", highlight=False, soft_wrap=True)
         sys.exit(2)

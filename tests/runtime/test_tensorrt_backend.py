@@ -1,7 +1,9 @@
 """The TensorRT backend and its CUDA layer without a GPU: manifest checks at open, the
-missing-tensorrt message, cuda-python's (err, value) checking, buffers, and the run wiring
-(shapes, dtypes, tensor addresses, copies, profile limits) against fake TensorRT and CUDA that
-keep "device memory" in a dict. With TensorRT: tests/export/test_tensorrt_build.py."""
+missing-tensorrt message, cuda-python's (err, value) checking, buffers, the run wiring (shapes,
+dtypes, tensor addresses, copies, profile limits) against fake TensorRT and CUDA that keep
+"device memory" in a dict, and the release of everything open acquires (pycuda's context popped
+and released once, buffers freed, stream destroyed), also when open fails halfway.
+With TensorRT: tests/runtime/test_engine_build.py."""
 
 from __future__ import annotations
 
@@ -16,7 +18,10 @@ import pytest
 
 from ctd_runtime.backends import cuda_buffers as cb
 from ctd_runtime.backends import tensorrt_backend as tb
+from ctd_runtime.artifacts import manifest_path
 from ctd_runtime.backends.cuda_buffers import GpuFacts
+from ctd_runtime.engine.environment import EngineEnvironment
+from ctd_runtime.engine.manifest import EngineManifest
 from ctd_runtime.errors import CtdError
 from ctd_runtime.normalization import Normalization
 from ctd_runtime.model_meta import ModelMetadata
@@ -37,15 +42,15 @@ def _meta_map():
 def _write_plan(tmp_path, plan=b"PLAN", trt_version="10.3.0", gpu=GPU):
     path = tmp_path / "model.plan"
     path.write_bytes(plan)
-    manifest = tb.EngineManifest(
+    manifest = EngineManifest(
         plan_file="model.plan", plan_sha256=hashlib.sha256(plan).hexdigest(), onnx_file="model.fp16.onnx",
         onnx_sha256="0" * 64, precision="fp16", build_mode="strongly-typed", builder_flags=[],
-        environment=tb.EngineEnvironment(trt_version, gpu),
+        environment=EngineEnvironment(trt_version, gpu),
         profile={"image": {"min": [1, 8, 8, 3], "opt": [1, 64, 64, 3], "max": [2, 200, 200, 3]},
                  "crop": {"min": [1, 2, 3], "opt": [1, 2, 3], "max": [2, 2, 3]}},
         workspace_mb=64, timing_cache=None, build_seconds=1.0, built_at="2026-01-01T00:00:00+00:00",
         ctd_version="0.1.0", ctd_metadata=_meta_map())
-    tb.manifest_path(path).write_text(json.dumps(manifest.to_dict()))
+    manifest_path(path).write_text(json.dumps(manifest.to_dict()))
     return path
 
 
@@ -57,10 +62,14 @@ class FakeCuda:
 
     name = "fake"
 
-    def __init__(self):
+    def __init__(self, stream_fails: bool = False):
         self.mem: dict[int, bytearray] = {}
         self.next = 4096
         self.freed: list[int] = []
+        self.streams: list[str] = []
+        self.destroyed: list[str] = []
+        self.closed = 0
+        self.stream_fails = stream_fails
 
     def malloc(self, nbytes):
         ptr, self.next = self.next, self.next + nbytes + 256
@@ -78,13 +87,19 @@ class FakeCuda:
         dst.reshape(-1).view(np.uint8)[:] = np.frombuffer(bytes(self.mem[src][: dst.nbytes]), np.uint8)
 
     def stream_create(self):
+        if self.stream_fails:
+            raise CtdError("CUDA error in cudaStreamCreate: cudaErrorMemoryAllocation")
+        self.streams.append("stream")
         return "stream"
 
     def stream_synchronize(self, stream):
         pass
 
     def stream_destroy(self, stream):
-        self.destroyed = stream
+        self.destroyed.append(stream)
+
+    def close(self):
+        self.closed += 1
 
     def stream_handle(self, stream):
         return 7
@@ -98,15 +113,14 @@ class DataType(enum.Enum):
     FLOAT = np.float32
 
 
-def make_fake_trt(api: FakeCuda, version="10.3.0"):
+def make_fake_trt(api: FakeCuda, version="10.3.0", names=("image", "crop", "landmarks", "scores")):
     """An 'engine' whose landmarks are the crop translation + k, scores the image mean."""
 
     class Engine:
-        num_io_tensors = 4
-        names = ["image", "crop", "landmarks", "scores"]
+        num_io_tensors = len(names)
 
         def get_tensor_name(self, i):
-            return self.names[i]
+            return names[i]
 
         def get_tensor_mode(self, name):
             return "in" if name in ("image", "crop") else "out"
@@ -182,7 +196,10 @@ def test_run_wiring_against_fakes(tmp_path, fakes):
         with pytest.raises(CtdError, match=r"image of shape \[1, 300, 50, 3\] is outside the engine's optimisation profile"):
             be.run(np.zeros((300, 50, 3), np.uint8), crop[0])
         allocated = sorted(api.mem)
-    assert sorted(api.freed) == allocated and api.destroyed == "stream"
+        assert api.closed == 0
+    assert sorted(api.freed) == allocated and api.destroyed == ["stream"] and api.closed == 1
+    be.close()  # a second close releases nothing twice
+    assert api.destroyed == ["stream"] and api.closed == 1 and sorted(api.freed) == allocated
 
 
 def test_open_checks_the_manifest_against_this_machine(tmp_path, fakes):
@@ -214,12 +231,33 @@ def test_open_without_manifest_or_tensorrt(tmp_path, monkeypatch):
         tb.TensorRTBackend(plan).open()
 
 
-def test_runtime_imports_no_torch():
-    import subprocess
+def _failing_open(tmp_path, monkeypatch, *, plan=b"PLAN", trt_version="10.3.0", names=None, stream_fails=False):
+    """(api, backend) after an open that failed with a CtdError."""
+    api = FakeCuda(stream_fails=stream_fails)
+    trt = make_fake_trt(api) if names is None else make_fake_trt(api, names=names)
+    monkeypatch.setattr(tb, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(tb, "load_cuda_api", lambda prefer=None: api)
+    be = tb.TensorRTBackend(_write_plan(tmp_path, plan=plan, trt_version=trt_version))
+    with pytest.raises(CtdError):
+        be.open()
+    return api, be
 
-    code = ("import sys, ctd_runtime.backends.tensorrt_backend, ctd_runtime.backends.cuda_buffers; "
-            "assert 'torch' not in sys.modules and 'tensorrt' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True)
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        dict(trt_version="10.12.0"),  # built for another TensorRT
+        dict(plan=b"BROKEN"),  # TensorRT cannot deserialise it
+        dict(names=("image", "landmarks", "scores")),  # not a fused ctd graph
+        dict(stream_fails=True),  # CUDA fails at the last step
+    ],
+)
+def test_open_failing_halfway_releases_the_cuda_binding_once(tmp_path, monkeypatch, case):
+    api, be = _failing_open(tmp_path, monkeypatch, **case)
+    assert api.closed == 1 and api.mem == {} and api.destroyed == api.streams
+    assert not be.is_open and be._api is None and be._engine is None
+    be.close()
+    assert api.closed == 1
 
 
 # ---------------------------------------------------------------------------- cuda layer
@@ -274,3 +312,111 @@ def test_load_cuda_api_without_bindings(monkeypatch):
 
 def test_cuda_version_string():
     assert cb.cuda_version_string(12060) == "12.6" and cb.cuda_version_string(11080) == "11.8"
+
+
+# ---------------------------------------------------------------------------- releasing the binding
+
+
+def fake_pycuda(log: list, push_fails: bool = False):
+    """pycuda.driver as PyCudaApi uses it; every acquire and release lands in `log`."""
+
+    class Error(Exception):
+        pass
+
+    class Context:
+        def push(self):
+            log.append("push")
+            if push_fails:
+                raise Error("cuCtxPushCurrent failed: invalid device context")
+
+        def pop(self):  # pycuda: a static method popping the current context
+            log.append("pop")
+
+        def detach(self):
+            log.append("detach")
+
+    class Device:
+        def __init__(self, n):
+            self.n = n
+
+        def retain_primary_context(self):
+            log.append("retain")
+            return Context()
+
+        def compute_capability(self):
+            return (8, 7)
+
+        def name(self):
+            return "Orin"
+
+    class Alloc:
+        def __init__(self, ptr):
+            self.ptr = ptr
+
+        def __int__(self):
+            return self.ptr
+
+        def free(self):
+            log.append(("free", self.ptr))
+
+    ptrs = iter(range(1000, 10**6, 100))
+    return SimpleNamespace(
+        Error=Error, init=lambda: log.append("init"), Device=Device, mem_alloc=lambda n: Alloc(next(ptrs)),
+        Stream=lambda: SimpleNamespace(handle=5, synchronize=lambda: None),
+        get_version=lambda: (12, 6, 0), get_driver_version=lambda: 12080,
+    )
+
+
+def test_pycuda_close_frees_pops_and_releases_once():
+    log: list = []
+    api = cb.PyCudaApi(driver=fake_pycuda(log))
+    assert log == ["init", "retain", "push"]
+    p1, p2 = api.malloc(10), api.malloc(20)
+    api.free(p1)
+    api.close()
+    assert log == ["init", "retain", "push", ("free", p1), ("free", p2), "pop", "detach"]
+    api.close()
+    assert log.count("pop") == 1 and log.count("detach") == 1
+
+
+def test_pycuda_failed_push_releases_the_retained_context():
+    log: list = []
+    with pytest.raises(CtdError, match="CUDA error in Context.push: cuCtxPushCurrent failed"):
+        cb.PyCudaApi(driver=fake_pycuda(log, push_fails=True))
+    assert log == ["init", "retain", "push", "detach"]
+
+
+def test_cuda_python_close_holds_nothing():
+    with cb.CudaPythonApi(fake_cudart()) as api:
+        assert api.malloc(10) == 1234
+    api.close()  # no-op, twice as well
+
+
+@pytest.mark.parametrize("opens", [True, False])
+def test_backend_on_pycuda_pops_the_context_exactly_once(tmp_path, monkeypatch, opens):
+    log: list = []
+    trt = make_fake_trt(FakeCuda())
+    monkeypatch.setattr(tb, "import_tensorrt", lambda: trt)
+    monkeypatch.setattr(tb, "load_cuda_api", lambda prefer=None: cb.PyCudaApi(driver=fake_pycuda(log)))
+    be = tb.TensorRTBackend(_write_plan(tmp_path, trt_version="10.3.0" if opens else "10.8.0"))
+    if opens:
+        with be:
+            assert be.is_open and log.count("pop") == 0
+    else:
+        with pytest.raises(CtdError, match="TensorRT 10.8.0, this machine has TensorRT 10.3.0"):
+            be.open()
+    be.close()
+    assert log.count("push") == log.count("pop") == log.count("detach") == 1
+
+
+def test_current_environment_closes_the_binding_it_loaded(monkeypatch):
+    from ctd_runtime.engine import environment
+
+    log: list = []
+    monkeypatch.setattr(environment, "load_cuda_api", lambda: cb.PyCudaApi(driver=fake_pycuda(log)))
+    env = environment.current_environment(SimpleNamespace(__version__="10.3.0.26"))
+    assert env == EngineEnvironment("10.3.0.26", GpuFacts("Orin", "8.7", "12.6", "12.8"))
+    assert log[-2:] == ["pop", "detach"]
+    api = FakeCuda()
+    environment.current_environment(SimpleNamespace(__version__="10.3.0.26"), api)
+    assert api.closed == 0  # the caller's binding stays open

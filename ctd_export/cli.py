@@ -1,6 +1,8 @@
 """`ctd export`: a training run -> DIR/model.onnx (fused: uint8 image + crop affine in, landmarks
-out; or `--raw` heatmaps), gated by parity with PyTorch. The export code (torch, onnx) is
-imported inside the command."""
+out; or `--raw` heatmaps), gated by parity with PyTorch.
+
+The root app (ctd_runtime.cli) finds `register` through the `ctd.commands` entry points; torch
+and onnx are imported inside the command, so `ctd --help` stays fast and works on a station."""
 
 from __future__ import annotations
 
@@ -80,7 +82,7 @@ def export_cmd(
 
     precisions = parse_precisions(precision, raw)
     if engine:  # fail before exporting anything when TensorRT is missing
-        from ctd_runtime.backends.tensorrt_backend import import_tensorrt
+        from ctd_runtime.engine.environment import import_tensorrt
 
         import_tensorrt()
         if "fp16" not in precisions:
@@ -93,7 +95,7 @@ def export_cmd(
     )
     result = export_run(run, out_dir, options)
     if engine:
-        from ctd_export.tensorrt_build import build_engine
+        from ctd_runtime.engine.build import build_engine
 
         manifest = build_engine(result.artifacts["fp16"], out_dir / "model.plan",
                                 timing_cache_path=out_dir / "timing.cache",
@@ -146,5 +148,5 @@ def precision_post_steps(precisions: list[str], calibration: str, calib_images: 
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add `export` to the root app (the name its entry point declares)."""
     app.command("export")(export_cmd)
