@@ -1,12 +1,9 @@
 """Distillation weights chosen on validation, never on test: a grid of training variants over
 seeds, each compared with a baseline (plain fine-tuning) image by image on the same test images.
 
-A variant is `NAME:key=value,key=value`, keys among
+A variant is `NAME:key=value,key=value` (keys: benchmarks/_variants.py), e.g.
 
-    method (fe ftp ft hg ctd-cd ctd-ed ctd-com)   lambda   mu   reduction (sum mean simplebaseline)
-    ed (map pooled)   lr   hls (head lr scale)   epochs   scale (augment)   rotation (augment degrees)
-
-e.g. `ft:method=ft` or `ed-pool:method=ctd-ed,lambda=0.002,reduction=simplebaseline,ed=pooled`.
+`ft:method=ft` or `ed-pool:method=ctd-ed,lambda=0.002,reduction=simplebaseline,ed=pooled`.
 Every (variant, seed) trains into `OUT/<variant>-s<seed>`; a finished run is skipped and an
 interrupted one resumes, so the sweep can be stopped and restarted and widened later.
 
@@ -22,10 +19,8 @@ same images) and reports their mean over seeds with the spread of the per-seed m
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,60 +28,13 @@ import numpy as np
 
 from ctd_runtime.machine import cpu_model, usable_cores
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "imm-face"
-DEFAULT_WEIGHTS = REPO.parent / "shared" / "teachers" / "hse-mobilenet-vggface2" / "faceres-deep.json"
-
-_METHOD_KEYS = {"method": "name", "lambda": "lambda_", "mu": "mu", "reduction": "loss_reduction", "ed": "ed_features"}
-_CONFIG_KEYS = {"lr": "lr", "hls": "head_lr_scale", "epochs": "epochs"}
-_AUGMENT_KEYS = {"scale": "scale", "rotation": "rotation_deg"}
-
-
-def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
-    """`NAME:k=v,k=v` -> (NAME, {k: v}); ValueError for an unknown key or a malformed pair."""
-    name, _, rest = spec.partition(":")
-    if not name or "/" in name:
-        raise ValueError(f"variant {spec!r}: give NAME:key=value,...")
-    values: dict[str, str] = {}
-    for pair in filter(None, rest.split(",")):
-        key, eq, value = pair.partition("=")
-        if not eq or key not in {**_METHOD_KEYS, **_CONFIG_KEYS, **_AUGMENT_KEYS}:
-            raise ValueError(f"variant {spec!r}: unknown or malformed {pair!r}")
-        values[key] = value
-    return name, values
-
-
-def variant_config(args: argparse.Namespace, name: str, values: dict[str, str], seed: int):
-    """The TrainConfig of one (variant, seed)."""
-    from ctd_train.config import TrainConfig
-    from ctd_train.data.augment import AugmentConfig
-    from ctd_train.methods import MethodConfig
-
-    method_kw = {field: (values[k] if field in ("name", "loss_reduction", "ed_features") else float(values[k]))
-                 for k, field in _METHOD_KEYS.items() if k in values}
-    method = MethodConfig(**{"name": "ft", **method_kw})
-    augment = AugmentConfig(**{f: float(values[k]) for k, f in _AUGMENT_KEYS.items() if k in values})
-    weights = args.teacher_weights or (DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
-    config = TrainConfig(
-        data=str(args.data), out=str(args.out / f"{name}-s{seed}"), teacher=args.teacher,
-        teacher_weights=None if weights is None else str(weights), method=method, epochs=args.epochs,
-        lr=args.lr, head_lr_scale=args.head_lr_scale, seed=seed, train_subjects=args.train_subjects,
-        val_subjects=args.val_subjects, test_subjects=args.test_subjects, decode=args.decode, augment=augment,
-    )
-    conv = {"lr": float, "hls": float, "epochs": int}
-    return replace(config, **{field: conv[k](values[k]) for k, field in _CONFIG_KEYS.items() if k in values})
-
-
-def _history(run: Path) -> list[dict[str, Any]]:
-    path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
+from _variants import DEFAULT_DATA, REPO, history, parse_variant, train_unless_finished, variant_config
 
 def run_summary(run: Path, decode: str) -> dict[str, Any]:
     """Best validation error, the test evaluation and per-image test errors of one finished run."""
     from ctd_train.evaluate import evaluate_run
 
-    hist = _history(run)
+    hist = history(run)
     best = min(hist, key=lambda h: h["val_me_pfl"])
     report = evaluate_run(run, split="test", decode=decode, write=False)
     ev = report.evaluation
@@ -132,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/lambda_sweep"))
     p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--name", default="lambda_sweep", help="results file stem")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default every core; 1 on a busy machine)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.train_subjects == 0:
@@ -141,20 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train_all(args: argparse.Namespace, variants: list[tuple[str, dict[str, str]]], console) -> dict:
     """Train every (variant, seed), seed-major so a stopped sweep has whole seeds done."""
-    from ctd_train.trainer import train
-
     runs: dict[tuple[str, int], Path] = {}
     for seed in args.seeds:
         for name, values in variants:
             config = variant_config(args, name, values, seed)
-            out = Path(config.out)
-            hist = _history(out)
-            if (out / "eval_test.json").exists() and hist and hist[-1]["epoch"] >= config.epochs:
-                console.print(f"[dim]skip {out} (finished)[/]")
-            else:
-                console.print(f"[bold]{name}[/] seed {seed} -> {out}")
-                train(config, progress=not args.no_progress, console=console)
-            runs[(name, seed)] = out
+            runs[(name, seed)] = train_unless_finished(config, console, progress=not args.no_progress)
     return runs
 
 

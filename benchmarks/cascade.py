@@ -1,0 +1,179 @@
+"""The PFL recipe with every training subject: a face model alone, and the face model followed by
+the eye refinement stage (ctd_train.cascade), on the test subjects of several seeds.
+
+Per seed, the face variant and the eye variant train into `OUT/<name>-s<seed>` (resumable; the
+same subject split for both, so the eye model never sees a test subject); the test images are
+then measured through the face model alone and through the cascade, whose eye crop comes from the
+face model's own corners. Every number is also given per image type (IMM's metadata.csv) and as
+the test-retest PFL difference between types 1 and 5 of each subject.
+
+    python benchmarks/cascade.py --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ctd_runtime.machine import cpu_model, usable_cores
+
+from _variants import DEFAULT_DATA, REPO, parse_variant, train_unless_finished, variant_config
+
+FACE = "face:method=ft,hls=10,epochs=30"
+EYE = "eye:method=ft,hls=10,epochs=30,schema=imm-eye,crop=pfl,crop_scale=2.5,shift=0.05,scale=0.15,rotation=10"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--face", default=FACE, help="face-model variant (default %(default)s)")
+    p.add_argument("--eye", default=EYE, help="eye-model variant (default %(default)s)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--iterations", type=int, default=1, help="refinement passes")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--teacher", default="hse-mobilenet-vggface2")
+    p.add_argument("--teacher-weights", type=Path, default=None)
+    p.add_argument("--epochs", type=int, default=30, help="unless a variant says")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--head-lr-scale", type=float, default=1.0)
+    p.add_argument("--decode", default="dark")
+    p.add_argument("--train-subjects", type=int, default=0, help="0: every training subject")
+    p.add_argument("--val-subjects", type=int, default=5)
+    p.add_argument("--test-subjects", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=Path("runs/cascade"))
+    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--name", default="cascade")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    args.train_subjects = args.train_subjects or None
+    return args
+
+
+def pfl_errors(pred: np.ndarray, gt: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
+    """Signed PFL error per image as a fraction of the true PFL."""
+    length = lambda p: np.linalg.norm(p[:, pair[0]] - p[:, pair[1]], axis=-1)  # noqa: E731
+    return (length(pred) - length(gt)) / length(gt)
+
+
+def image_types(data: Path, names: list[str]) -> list[str]:
+    """IMM's image type (1-6) of each image from metadata.csv ('?' where absent)."""
+    import csv
+
+    path = data / "metadata.csv"
+    if not path.exists():
+        return ["?"] * len(names)
+    with path.open(newline="") as f:
+        types = {row["image"]: row.get("image_type", "?") for row in csv.DictReader(f)}
+    return [types.get(n, "?") for n in names]
+
+
+def retest(pred: np.ndarray, names: list[str], subjects: list[str], types: list[str], pair) -> float | None:
+    """Mean |PFL_a - PFL_b| / mean(PFL_a, PFL_b) over subjects with both a type-1 and a type-5 image."""
+    length = np.linalg.norm(pred[:, pair[0]] - pred[:, pair[1]], axis=-1)
+    by = {(s, t): length[i] for i, (s, t) in enumerate(zip(subjects, types))}
+    diffs = [abs(by[(s, "1")] - by[(s, "5")]) / ((by[(s, "1")] + by[(s, "5")]) / 2)
+             for s in sorted(set(subjects)) if (s, "1") in by and (s, "5") in by]
+    return float(np.mean(diffs)) if diffs else None
+
+
+def seed_result(args: argparse.Namespace, face_dir: Path, eye_dir: Path) -> dict[str, Any]:
+    from ctd_train.cascade import evaluate_cascade
+
+    report = evaluate_cascade(face_dir, eye_dir, split="test", decode=args.decode, iterations=args.iterations)
+    first = report.first
+    pair = first.pfl_pair
+    types = image_types(Path(first.data), first.image_names)
+    out: dict[str, Any] = {"summary": report.summary(), "images": first.image_names, "types": types}
+    for label, pred in (("first_stage", first.pred), ("cascade", report.refined_pred)):
+        err = pfl_errors(pred, first.gt, pair)
+        corners = np.linalg.norm(pred[:, list(pair)] - first.gt[:, list(pair)], axis=-1)
+        out[label] = {
+            "pfl_abs": float(np.mean(np.abs(err))), "pfl_signed": float(np.mean(err)),
+            "corner_px": float(corners.mean()), "retest": retest(pred, first.image_names, first.subjects, types, pair),
+            "per_type": {t: float(np.mean(np.abs(err[np.asarray(types) == t]))) for t in sorted(set(types))},
+            "per_image_pfl_abs": [float(x) for x in np.abs(err)],
+        }
+    out["annotator_retest"] = retest(first.gt, first.image_names, first.subjects, types, pair)
+    return out
+
+
+def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, Any]]) -> str:
+    def mean_sd(key: str, stage: str, scale: float = 100.0, fmt: str = ".2f") -> str:
+        vals = [r[stage][key] for r in seeds.values() if r[stage][key] is not None]
+        return f"{scale * np.mean(vals):{fmt}} ± {scale * np.std(vals):{fmt}}" if vals else "—"
+
+    lines = [
+        f"# {meta['name']}: face model alone vs face model + eye refinement",
+        "",
+        f"- machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores; seeds {meta['seeds']}; decode {meta['decode']}",
+        f"- face `{meta['face']}`; eye `{meta['eye']}`; lr {meta['lr']:g}; {meta['iterations']} refinement pass(es)",
+        f"- per seed {meta['train_subjects'] or 'every remaining'} training, {meta['val_subjects']} validation, "
+        f"{meta['test_subjects']} test subjects; ground-truth face box for the first stage",
+        "- mean ± sd over seeds; PFL errors as % of the true PFL; test-retest = mean |PFL(type 1) - PFL(type 5)| / PFL",
+        "",
+        "| stage | mean abs PFL error | signed PFL error | eye-corner error (px) | test-retest |",
+        "|---|---|---|---|---|",
+    ]
+    for stage, label in (("first_stage", "face model alone"), ("cascade", "+ eye refinement")):
+        lines.append(f"| {label} | {mean_sd('pfl_abs', stage)}% | {mean_sd('pfl_signed', stage)}% | "
+                     f"{mean_sd('corner_px', stage, 1.0, '.2f')} | {mean_sd('retest', stage)}% |")
+    ann = [r["annotator_retest"] for r in seeds.values() if r["annotator_retest"] is not None]
+    if ann:
+        lines.append(f"| annotators (ground truth) | — | — | — | {100 * np.mean(ann):.2f}% |")
+    paired = [np.mean(np.asarray(r["cascade"]["per_image_pfl_abs"]) - np.asarray(r["first_stage"]["per_image_pfl_abs"]))
+              for r in seeds.values()]
+    lines += ["", f"Paired (cascade - face alone) mean abs PFL error per seed: "
+              f"{', '.join(f'{100 * d:+.2f}%' for d in paired)}; mean {100 * np.mean(paired):+.2f}% ± {100 * np.std(paired):.2f}%.", ""]
+    types = sorted({t for r in seeds.values() for t in r["cascade"]["per_type"]})
+    lines += ["Mean abs PFL error by IMM image type (cascade; face alone in brackets):", "",
+              "| " + " | ".join(f"type {t}" for t in types) + " |", "|" + "---|" * len(types)]
+    cells = []
+    for t in types:
+        c = [r["cascade"]["per_type"].get(t) for r in seeds.values()]
+        f = [r["first_stage"]["per_type"].get(t) for r in seeds.values()]
+        cells.append(f"{100 * np.mean([x for x in c if x is not None]):.2f}% ({100 * np.mean([x for x in f if x is not None]):.2f}%)")
+    lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from rich.console import Console
+
+    from ctd_runtime.atomic import write_json_atomic, write_text_atomic
+    from ctd_runtime.errors import CtdError
+
+    console = Console(stderr=True, width=160)
+    t0 = time.perf_counter()
+    try:
+        face_name, face_values = parse_variant(args.face)
+        eye_name, eye_values = parse_variant(args.eye)
+        seeds: dict[int, dict[str, Any]] = {}
+        for seed in args.seeds:
+            face_dir = train_unless_finished(variant_config(args, face_name, face_values, seed), console,
+                                             not args.no_progress)
+            eye_dir = train_unless_finished(variant_config(args, eye_name, eye_values, seed), console,
+                                            not args.no_progress)
+            seeds[seed] = seed_result(args, face_dir, eye_dir)
+    except (CtdError, ValueError) as e:
+        console.print(f"[bold red]error:[/] {e}")
+        return 2
+    meta = {"name": args.name, "machine": {"cpu": cpu_model(), "cores": usable_cores()}, "face": args.face,
+            "eye": args.eye, "seeds": args.seeds, "decode": args.decode, "lr": args.lr, "iterations": args.iterations,
+            "train_subjects": args.train_subjects, "val_subjects": args.val_subjects,
+            "test_subjects": args.test_subjects, "wall_time_s": time.perf_counter() - t0}
+    args.results.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.results / f"{args.name}.json", {"meta": meta, "seeds": {str(k): v for k, v in seeds.items()}})
+    text = markdown(meta, seeds)
+    write_text_atomic(args.results / f"{args.name}.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
