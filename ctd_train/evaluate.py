@@ -235,11 +235,16 @@ def _run_config(run) -> "Any":
     return TrainConfig.from_dict(run.config, where=run.checkpoint_path)
 
 
+def is_own_data(config, data: str | Path | None) -> bool:
+    """Whether `data` is the folder the run was trained on (None: yes)."""
+    return data is None or Path(data).expanduser().resolve() == Path(config.data).expanduser().resolve()
+
+
 def evaluate_loaded(
     run,
     data: str | Path | None = None,
-    split: str = "test",
-    decode: str = "argmax",
+    split: str | None = None,
+    decode: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     unit: str = "pfl",
     pixel_spacing: float | None = None,
@@ -253,11 +258,17 @@ def evaluate_loaded(
     from ctd_train.data.dataset import LandmarkCropDataset
 
     _check_unit(unit, threshold, pixel_spacing)
+    config = _run_config(run)
+    own = is_own_data(config, data)
+    split = split or ("test" if own else "all")
+    decode = decode or run.decode
+    if not own and split != "all":
+        raise CtdError(f"{data} is not the run's own data ({config.data}): it has no train/val/test split of "
+                       "this run, so it is evaluated whole (split all)", path=data)
     if split not in SPLITS:
         raise CtdError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     if decode not in DECODE_METHODS:
         raise CtdError(f"unknown decode {decode!r}; choose from {', '.join(DECODE_METHODS)}")
-    config = _run_config(run)
     data_dir = Path(data) if data is not None else Path(config.data)
     images = read_annotations(data_dir, validate_images=False)
     indices = list(range(len(images))) if split == "all" else split_indices(images.subjects, config)[split]
@@ -305,8 +316,8 @@ def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
 def evaluate_run(
     run_dir: str | Path,
     data: str | Path | None = None,
-    split: str = "test",
-    decode: str = "argmax",
+    split: str | None = None,
+    decode: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     unit: str = "pfl",
     pixel_spacing: float | None = None,
@@ -314,8 +325,9 @@ def evaluate_run(
     out_dir: str | Path | None = None,
     write: bool = True,
 ) -> EvalReport:
-    """Evaluate a run's best (or last) checkpoint on a split of its data (or of `data`): the split
-    is the training run's (subject-wise, from its seed). Writes the per-image CSV, the CED PNG and
+    """Evaluate a run's best (or last) checkpoint on a split of its data (default test; the split
+    is the training run's, subject-wise from its seed), or on every image of another folder
+    `data`; decoded as the run was validated unless `decode` says otherwise. Writes the per-image CSV, the CED PNG and
     the JSON summary into the run dir (or `out_dir`) unless `write` is False."""
     from ctd_train.checkpoint import load_run
 

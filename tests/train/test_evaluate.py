@@ -132,3 +132,25 @@ def test_compare_runs(runs, tmp_path):
     assert same.labels[0] != same.labels[1]
     with pytest.raises(CtdError, match="at least one"):
         compare_runs([])
+
+
+def test_another_folder_is_evaluated_whole_and_decoded_as_the_run(runs, tmp_path):
+    """A folder that is not the run's own data has no split of this run: all of its images are
+    evaluated (it used to apply the run's split options and fail on a small folder); the decode is
+    the run's own unless asked."""
+    import dataclasses
+
+    from ctd_train.checkpoint import load_run
+    from ctd_train.evaluate import evaluate_loaded
+
+    _, run, _ = runs
+    other = tiny_data(tmp_path / "other", n_subjects=2, per_subject=2, seed=5)
+    report = evaluate_run(run, data=other)
+    assert report.split == "all" and report.n_images == 4
+    with pytest.raises(CtdError, match="not the run's own data"):
+        evaluate_run(run, data=other, split="test")
+    loaded = load_run(run)
+    assert evaluate_loaded(loaded, write=False).decode == loaded.decode
+    dark = dataclasses.replace(loaded, decode="dark")
+    assert evaluate_loaded(dark, write=False).decode == "dark"
+    assert evaluate_loaded(dark, decode="argmax", write=False).decode == "argmax"
