@@ -14,6 +14,11 @@ Two implementations behind one surface, chosen lazily (nothing CUDA is imported 
     buf = DeviceBuffer(api, nbytes)       # grows with `ensure(nbytes)`
     api.memcpy_htod_async(buf.ptr, host_array, stream)
     ...; api.stream_synchronize(stream)
+    buf.free(); api.stream_destroy(stream); api.close()   # close: what the binding itself holds
+
+`close` releases what the API object acquired for itself: pycuda's pushed and retained primary
+context (popped and released exactly once, after freeing allocations still held); a no-op for
+cuda-python, whose runtime API holds nothing per object.
 
 Host arrays must be C-contiguous numpy arrays; copies from pageable memory are staged by the
 driver (correct, a little slower than pinned memory, which this layer does not need).
@@ -64,6 +69,7 @@ class CudaApi(Protocol):
     def stream_destroy(self, stream: Any) -> None: ...
     def stream_handle(self, stream: Any) -> int: ...
     def gpu_facts(self, device: int = 0) -> GpuFacts: ...
+    def close(self) -> None: ...
 
 
 # ---------------------------------------------------------------------------- cuda-python
@@ -147,6 +153,15 @@ class CudaPythonApi:
             cuda_driver_version=cuda_version_string(self.check(self.rt.cudaDriverGetVersion(), "cudaDriverGetVersion")),
         )
 
+    def close(self) -> None:
+        """Nothing to release: the runtime API's primary context belongs to the process."""
+
+    def __enter__(self) -> "CudaPythonApi":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
 
 # ---------------------------------------------------------------------------- pycuda
 
@@ -160,11 +175,18 @@ class PyCudaApi:
         if driver is None:
             driver = importlib.import_module("pycuda.driver")
         self.drv = driver
-        self.drv.init()
-        self.device = self.drv.Device(device)
-        self.context = self.device.retain_primary_context()
-        self.context.push()
         self._allocations: dict[int, Any] = {}
+        self._pushed = False
+        self.context: Any = None
+        self._call("init", self.drv.init)
+        self.device = self._call("Device", self.drv.Device, device)
+        context = self._call("retain_primary_context", self.device.retain_primary_context)
+        try:
+            self._call("Context.push", context.push)
+        except Exception:
+            context.detach()  # release the retain: nothing else would
+            raise
+        self.context, self._pushed = context, True
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
         try:
@@ -213,10 +235,29 @@ class PyCudaApi:
         )
 
     def close(self) -> None:
+        """Free allocations still held, pop the context pushed in __init__ and release the
+        retained primary context, each once; a second close does nothing."""
+        if self.context is None:
+            return
+        context, self.context = self.context, None
+        for alloc in self._allocations.values():
+            try:
+                alloc.free()
+            except Exception:  # noqa: BLE001 - freeing on the way out is best effort
+                pass
+        self._allocations = {}
         try:
-            self.context.pop()
-        except Exception:  # noqa: BLE001 - closing is best effort
-            pass
+            if self._pushed:
+                self._pushed = False
+                self._call("Context.pop", context.pop)
+        finally:
+            self._call("Context.detach", context.detach)
+
+    def __enter__(self) -> "PyCudaApi":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------------------- choice

@@ -1,5 +1,9 @@
 """`ctd build-engine`: model.onnx (or model.fp16.onnx / model.int8.onnx) -> model.plan + its
-manifest, on the machine that will run it. TensorRT is imported inside the command."""
+manifest, on the machine that will run it (`pip install 'ctd[tensorrt]'`, no torch, no onnx).
+
+The arguments (file, precision, profile, workspace) and the model's ctd metadata are checked
+before TensorRT is imported, so `--help` and a wrong argument answer the same on a machine
+without TensorRT; only then does a missing TensorRT print the install hint."""
 
 from __future__ import annotations
 
@@ -9,6 +13,12 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from ctd_runtime.artifacts import plan_path
+from ctd_runtime.engine.build import ShapeProfile, build_engine, check_build_arguments, resolve_onnx
+from ctd_runtime.engine.environment import current_environment, import_tensorrt
+from ctd_runtime.engine.manifest import describe, engine_is_current, read_manifest
+from ctd_runtime.model_meta import read_model_metadata
 
 out = Console()
 
@@ -37,16 +47,13 @@ def build_engine_cmd(
 ) -> None:
     """Build a TensorRT engine for this GPU; skips the build when the plan is current (same ONNX,
     same TensorRT and GPU)."""
-    from ctd_export.engine_manifest import describe, engine_is_current, read_manifest
-    from ctd_export.tensorrt_build import ShapeProfile, build_engine, default_plan_path, resolve_onnx
-    from ctd_runtime.backends.tensorrt_backend import current_environment, import_tensorrt
-
     profile = ShapeProfile(min_batch, opt_batch, max_batch, min_height, opt_height, max_height,
                            min_width, opt_width, max_width)
-    profile.check()
-    trt = import_tensorrt()  # the install hint before anything else
+    check_build_arguments(model, profile, workspace_mb, precision)
+    read_model_metadata(model)  # a ctd model? (ONNX Runtime, before TensorRT)
+    trt = import_tensorrt()  # the install hint only once the arguments are right
     source, _, _ = resolve_onnx(model, str(trt.__version__), precision)
-    target = plan if plan is not None else default_plan_path(source)
+    target = plan if plan is not None else plan_path(source)
     if not force and engine_is_current(target, source, current_environment(trt)):
         out.print(f"{target} is current (built from {source.name} for this GPU and TensorRT); --force rebuilds it",
                   highlight=False)

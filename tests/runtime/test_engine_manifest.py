@@ -9,9 +9,10 @@ import json
 
 import pytest
 
-from ctd_export import engine_manifest as em
+from ctd_runtime.artifacts import manifest_path
 from ctd_runtime.backends.cuda_buffers import GpuFacts
-from ctd_runtime.backends.tensorrt_backend import EngineEnvironment, manifest_path
+from ctd_runtime.engine import manifest as em
+from ctd_runtime.engine.environment import EngineEnvironment
 from ctd_runtime.errors import CtdError
 
 ORIN = EngineEnvironment("10.3.0.30", GpuFacts("Orin", "8.7", "12.6", "12.6"))

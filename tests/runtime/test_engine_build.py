@@ -1,7 +1,8 @@
 """The TensorRT build without TensorRT: the version-dependent build plan (pure), profiles, file
-naming, the missing-tensorrt error, and the whole `build_engine` flow against a fake `tensorrt`
-module that records the API calls. With TensorRT (marker `tensorrt`): build, run, compare with
-ONNX Runtime."""
+naming, the missing-tensorrt error, the argument checks of `ctd build-engine` before TensorRT is
+imported, and the whole `build_engine` flow against a fake `tensorrt` module that records the API
+calls (the names the fake offers are checked against the real bindings in test_tensorrt_api.py).
+With TensorRT (marker `tensorrt`): build, run, compare with ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ctd_export import fp16, int8, tensorrt_build as tb
+from ctd_export import fp16, int8
+from ctd_runtime.artifacts import manifest_path, onnx_variant, plan_path
 from ctd_runtime.backends.cuda_buffers import GpuFacts
-from ctd_runtime.backends.tensorrt_backend import manifest_path, read_manifest
+from ctd_runtime.engine import build as tb
+from ctd_runtime.engine.manifest import read_manifest
 from ctd_runtime.errors import CtdError
 from tests.export._tiny_fused import export_fused, sample_set, trained_predictor
 
@@ -22,22 +25,23 @@ from tests.export._tiny_fused import export_fused, sample_set, trained_predictor
 @pytest.mark.parametrize(
     "version, onnx_prec, target, expect",
     [
-        ("10.0.1.6", "fp32", None, ("fp16", "fp32", False, ("FP16",))),
-        ("10.11.0.33", "fp32", None, ("fp16", "fp32", False, ("FP16",))),
-        ("10.12.0.36", "fp32", None, ("fp16", "fp16", True, ())),
-        ("11.0.0.1", "fp32", None, ("fp16", "fp16", True, ())),
-        ("10.3.0", "fp16", None, ("fp16", "fp16", True, ())),
-        ("10.14.1", "fp16", None, ("fp16", "fp16", True, ())),
-        ("10.8.0", "int8", None, ("int8", "int8", False, ("INT8", "FP16"))),
-        ("10.12.0", "int8", None, ("int8", "int8", True, ())),
-        ("11.4.0", "int8", "int8", ("int8", "int8", True, ())),
-        ("10.8.0", "fp32", "fp32", ("fp32", "fp32", True, ())),
-        ("10.13.0", "fp32", "fp32", ("fp32", "fp32", True, ())),
+        ("10.0.1.6", "fp32", None, ("fp16", "fp32", False, ("FP16",), ())),
+        ("10.11.0.33", "fp32", None, ("fp16", "fp32", False, ("FP16",), ())),
+        ("10.12.0.36", "fp32", None, ("fp16", "fp16", True, (), ("STRONGLY_TYPED",))),
+        ("11.0.0.1", "fp32", None, ("fp16", "fp16", True, (), ())),
+        ("10.3.0", "fp16", None, ("fp16", "fp16", True, (), ("STRONGLY_TYPED",))),
+        ("10.14.1", "fp16", None, ("fp16", "fp16", True, (), ("STRONGLY_TYPED",))),
+        ("10.8.0", "int8", None, ("int8", "int8", False, ("INT8", "FP16"), ())),
+        ("10.12.0", "int8", None, ("int8", "int8", True, (), ("STRONGLY_TYPED",))),
+        ("11.4.0", "int8", "int8", ("int8", "int8", True, (), ())),
+        ("10.8.0", "fp32", "fp32", ("fp32", "fp32", True, (), ("STRONGLY_TYPED",))),
+        ("10.13.0", "fp32", "fp32", ("fp32", "fp32", True, (), ("STRONGLY_TYPED",))),
+        ("11.4.0.106", "fp32", "fp32", ("fp32", "fp32", True, (), ())),
     ],
 )
 def test_build_plan_is_a_function_of_the_version(version, onnx_prec, target, expect):
     p = tb.choose_build_plan(version, onnx_prec, target)
-    assert (p.engine_precision, p.onnx_precision, p.strongly_typed, p.builder_flags) == expect
+    assert (p.engine_precision, p.onnx_precision, p.strongly_typed, p.builder_flags, p.network_flags) == expect
     assert p.reason
 
 
@@ -50,6 +54,7 @@ def test_build_plan_is_a_function_of_the_version(version, onnx_prec, target, exp
         ("10.12", "int8", "fp16", "not from the INT8 model"),
         ("10.12", "fp16", "fp32", "FP32 engine is built from the FP32 model"),
         ("10.12", "fp16", "bf16", "unknown engine precision"),
+        ("11.4", "fp16", "fp8", "unknown engine precision 'fp8'"),
     ],
 )
 def test_build_plan_refusals(version, onnx_prec, target, match):
@@ -58,12 +63,12 @@ def test_build_plan_refusals(version, onnx_prec, target, match):
 
 
 def test_file_names(tmp_path):
-    assert tb.sibling_path(tmp_path / "model.onnx", "fp16") == tmp_path / "model.fp16.onnx"
-    assert tb.sibling_path(tmp_path / "model.fp16.onnx", "fp32") == tmp_path / "model.onnx"
-    assert tb.sibling_path(tmp_path / "a.int8.onnx", "fp16") == tmp_path / "a.fp16.onnx"
-    assert tb.default_plan_path(tmp_path / "model.onnx") == tmp_path / "model.plan"
-    assert tb.default_plan_path(tmp_path / "model.fp16.onnx") == tmp_path / "model.plan"
-    assert tb.default_plan_path(tmp_path / "model.int8.onnx") == tmp_path / "model.int8.plan"
+    assert onnx_variant(tmp_path / "model.onnx", "fp16") == tmp_path / "model.fp16.onnx"
+    assert onnx_variant(tmp_path / "model.fp16.onnx", "fp32") == tmp_path / "model.onnx"
+    assert onnx_variant(tmp_path / "a.int8.onnx", "fp16") == tmp_path / "a.fp16.onnx"
+    assert plan_path(tmp_path / "model.onnx") == tmp_path / "model.plan"
+    assert plan_path(tmp_path / "model.fp16.onnx") == tmp_path / "model.plan"
+    assert plan_path(tmp_path / "model.int8.onnx") == tmp_path / "model.int8.plan"
 
 
 def test_shape_profile():
@@ -76,11 +81,19 @@ def test_shape_profile():
         tb.ShapeProfile(min_batch=0).check()
 
 
-def test_missing_tensorrt_says_how_to_install(monkeypatch, tmp_path):
+def test_missing_tensorrt_says_how_to_install_after_the_arguments(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
     path = export_fused(trained_predictor(), tmp_path / "model.onnx")
     with pytest.raises(CtdError, match=r"TensorRT is not installed: pip install 'ctd\[tensorrt\]' on a machine with an NVIDIA GPU"):
         tb.build_engine(path)
+    with pytest.raises(CtdError, match="none.onnx: ONNX file not found"):
+        tb.build_engine(tmp_path / "none.onnx")
+    with pytest.raises(CtdError, match="unknown engine precision 'fp8'"):
+        tb.build_engine(path, precision="fp8")
+    with pytest.raises(CtdError, match="workspace must be positive"):
+        tb.build_engine(path, workspace_mb=0)
+    with pytest.raises(CtdError, match="profile width"):
+        tb.build_engine(path, profile=tb.ShapeProfile(max_width=16))
 
 
 # ---------------------------------------------------------------------------- a fake tensorrt
@@ -174,12 +187,13 @@ def fake_trt(version: str, parse_ok: bool = True, calls: list | None = None):
         def build_serialized_network(self, network, config):
             return b"PLAN:" + str(network.flags).encode()
 
+    weak_flags = {} if int(version.split(".")[0]) >= 11 else {"FP16": "FP16", "INT8": "INT8"}  # gone in 11
     return SimpleNamespace(
         __version__=version,
         Logger=type("Logger", (), {"WARNING": 1, "VERBOSE": 0, "__init__": lambda self, level: None}),
         Builder=Builder, OnnxParser=OnnxParser,
         NetworkDefinitionCreationFlag=_Enum(STRONGLY_TYPED=1),
-        BuilderFlag=_Enum(FP16="FP16", INT8="INT8"),
+        BuilderFlag=_Enum(TF32="TF32", **weak_flags),
         MemoryPoolType=_Enum(WORKSPACE="WORKSPACE"),
     ), calls
 
@@ -220,6 +234,18 @@ def test_build_engine_strongly_typed_on_10_12(export_dir, tmp_path):
     assert m.ctd_metadata["ctd.precision"] == "fp16" and m.environment.gpu.gpu_name == "Orin"
     assert m.profile["crop"]["max"] == [2, 2, 3] and m.workspace_mb == 512
     assert any("model.fp16.onnx" in line for line in logs)
+
+
+def test_build_engine_on_11_is_strongly_typed_without_the_deprecated_flag(export_dir, tmp_path):
+    root, src = export_dir
+    fp16.convert_fp16(src)
+    trt, calls = fake_trt("11.4.0.106")
+    m = tb.build_engine(src, tmp_path / "model.plan", trt=trt, cuda_api=FakeCuda())
+    assert ("parse", str(root / "model.fp16.onnx")) in calls
+    assert ("network", 0) in calls and not [c for c in calls if c[0] == "flag"]
+    assert (m.precision, m.build_mode, m.builder_flags) == ("fp16", "strongly-typed", [])
+    assert m.environment.tensorrt_version == "11.4.0.106"
+    assert "ctd.fp16" in m.ctd_metadata  # the conversion details travel into the manifest
 
 
 def test_build_engine_fp16_flag_before_10_12(export_dir, tmp_path):
@@ -265,24 +291,25 @@ HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 @pytest.mark.skipif(not HAS_TRT, reason="tensorrt is not installed")
 @pytest.mark.parametrize("variant", ["fp16", "int8"])
 def test_build_run_and_compare_with_onnxruntime(tmp_path, variant):
+    from ctd_runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     from ctd_runtime.backends.tensorrt_backend import TensorRTBackend
 
     src = export_fused(trained_predictor(), tmp_path / "model.onnx", decode="dark")
-    samples, gt = sample_set(8, seed=5)
+    samples, _ = sample_set(8, seed=5)
     if variant == "fp16":
         onnx_path = fp16.convert_fp16(src).path
     else:
         onnx_path = int8.quantize_int8(src, sample_set(16, seed=9)[0]).path
     profile = tb.ShapeProfile(1, 1, 2, 32, 128, 256, 32, 128, 256)
     m = tb.build_engine(onnx_path, profile=profile, workspace_mb=256, timing_cache_path=tmp_path / "t.cache")
-    ref = fp16.run_onnx(src, samples)
+    with OnnxRuntimeBackend(src) as ref_backend:
+        ref = np.stack([ref_backend.run(img, crop)[0][0] for img, crop in samples])
     with TensorRTBackend(tmp_path / m.plan_file) as be:
         assert be.metadata.precision == variant
-        got = [be.run(img, crop) for img, crop in samples]
-        lm = np.stack([g[0][0] for g in got])
+        lm = np.stack([be.run(img, crop)[0][0] for img, crop in samples])
         batch = be.run(np.concatenate([samples[0][0]] * 2), np.concatenate([samples[0][1]] * 2))
-    cmp = fp16.landmark_differences(ref, (lm, np.stack([g[1][0] for g in got])), gt)
-    assert cmp.px_median < (0.1 if variant == "fp16" else 0.5)
+    px = np.linalg.norm(lm.astype(np.float64) - ref, axis=-1)
+    assert np.median(px) < (0.1 if variant == "fp16" else 0.5)
     assert np.allclose(batch[0][0], batch[0][1])
 
 
@@ -301,9 +328,21 @@ def test_build_engine_command_without_tensorrt(monkeypatch, tmp_path):
         """root"""
 
     path = export_fused(trained_predictor(), tmp_path / "model.onnx")
-    res = CliRunner().invoke(app, ["build-engine", str(path), "--max-height", "2000"])
+    runner = CliRunner()
+    res = runner.invoke(app, ["build-engine", str(path), "--max-height", "2000"])
     assert isinstance(res.exception, CtdError) and "TensorRT is not installed" in str(res.exception)
-    res = CliRunner().invoke(app, ["build-engine", str(path), "--min-height", "900", "--opt-height", "800"])
-    assert isinstance(res.exception, CtdError) and "profile height" in str(res.exception)
-    res = CliRunner().invoke(app, ["build-engine", "--help"])
+    # argument errors come first, named as such, not as the missing TensorRT
+    for args, message in [
+        ([str(path), "--min-height", "900", "--opt-height", "800"], "profile height"),
+        ([str(path), "--precision", "fp8"], "unknown engine precision 'fp8'"),
+        ([str(tmp_path / "missing.onnx")], "missing.onnx: ONNX file not found"),
+        ([str(tmp_path)], "ONNX path is not a file"),
+    ]:
+        res = runner.invoke(app, ["build-engine", *args])
+        assert isinstance(res.exception, CtdError) and message in str(res.exception), (args, res.exception)
+    bad = tmp_path / "junk.onnx"
+    bad.write_bytes(b"not onnx")
+    res = runner.invoke(app, ["build-engine", str(bad)])
+    assert isinstance(res.exception, CtdError) and "cannot load the ONNX model" in str(res.exception)
+    res = runner.invoke(app, ["build-engine", "--help"])
     assert res.exit_code == 0 and "--timing-cache" in res.output and "--workspace-mb" in res.output
