@@ -46,6 +46,9 @@ def run_config_samples(run: Any, num_images: int, seed: int = 0, split: str = "t
     from ctd_train.config import TrainConfig, split_indices
     from ctd_train.data.annotations import read_annotations
 
+    if not (getattr(run, "config", None) or {}).get("data"):
+        raise CtdError("INT8 calibration needs the run's training images, and the run's config names no "
+                       "data folder", path=getattr(run, "run_dir", None))
     cfg = TrainConfig.from_dict(run.config)
     images = read_annotations(cfg.data, validate_images=False)
     indices = split_indices(images.subjects, cfg)[split]

@@ -12,12 +12,15 @@
 4. write it under a temporary name in DIR, run the parity gate on it (PyTorch vs ONNX Runtime on
    validation images; the gate graph also outputs the heatmaps, see `ctd_export.parity`) and
    rename it to model.onnx only when every judged landmark is within tolerance;
-5. write export_config.json (the resolved options, the run, the parity numbers);
-6. run `options.post_steps` in order (FP16/INT8 copies, TensorRT engines...): each gets an
-   `ExportContext` and may add files to `result.artifacts` and entries to `result.reports`;
-   export_config.json is rewritten afterwards.
+5. run the steps in order, each with an `ExportContext`, adding files to `result.artifacts` and
+   entries to `result.reports`: model.fp16.onnx and model.int8.onnx as `options.precisions` asks
+   (fused graphs only), with `options.engine` model.plan (TensorRT, from model.fp16.onnx, gated
+   like model.onnx: `ctd_export.engine_step`), then `options.post_steps`;
+6. write export_config.json LAST (the resolved options, the run, the parity numbers and every
+   file that was written), also when a step of 5 fails.
 
-A failure before step 4 ends leaves nothing behind (a folder this call created is removed again).
+A failure before step 4 ends leaves nothing behind (a folder this call created is removed again);
+with `options.engine` a missing TensorRT is reported before anything is exported.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import numpy as np
 
 import ctd_runtime
 from ctd_runtime import geometry
+from ctd_runtime.artifacts import ONNX_PRECISIONS
 from ctd_runtime.atomic import atomic_path, write_json_atomic
 from ctd_runtime.codec import DECODE_METHODS
 from ctd_runtime.errors import CtdError
@@ -41,6 +45,7 @@ from ctd_runtime.model_meta import ModelMetadata, version_major
 
 MODEL_FILE = "model.onnx"
 EXPORT_CONFIG_FILE = "export_config.json"
+TIMING_CACHE_FILE = "timing.cache"
 DEFAULT_OPSET = 17
 EXPORTERS = ("torchscript", "dynamo")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -67,7 +72,14 @@ class ExportOptions:
     exporter: str = "torchscript"      # torchscript (dynamo=False) | dynamo
     force: bool = False                # overwrite an existing model.onnx
     threads: int | None = None         # CPU threads of the parity run (torch and ONNX Runtime)
-    post_steps: list[PostStep] = field(default_factory=list)
+    precisions: tuple[str, ...] = ONNX_PRECISIONS  # ONNX files of a fused export (a raw one: model.onnx only)
+    calibration: str = "minmax"        # INT8 calibration: minmax | entropy | percentile
+    calibration_images: int = 64       # training images the INT8 calibration sees
+    engine: bool = False               # also model.plan (TensorRT FP16 from model.fp16.onnx), gated
+    engine_profile: Any = None         # ctd_runtime.engine.build.ShapeProfile; None: its defaults
+    workspace_mb: int = 2048           # TensorRT builder workspace
+    timing_cache: str | None = TIMING_CACHE_FILE  # TensorRT timing cache, relative to DIR; None: none
+    post_steps: list[PostStep] = field(default_factory=list)  # run after the precision and engine steps
 
     def check(self) -> None:
         if self.decode is not None and self.decode not in DECODE_METHODS:
@@ -86,6 +98,29 @@ class ExportOptions:
             raise CtdError(f"unknown exporter {self.exporter!r}; choose from {', '.join(EXPORTERS)}")
         if not 17 <= self.opset <= 20:
             raise CtdError(f"opset {self.opset} outside 17..20 (GridSample needs 16+, TensorRT 10 reads up to 20)")
+        unknown = [p for p in self.precisions if p not in ONNX_PRECISIONS]
+        if unknown:
+            raise CtdError(f"unknown precision {unknown[0]!r}; choose from {', '.join(ONNX_PRECISIONS)}")
+        if self.engine and self.raw:
+            raise CtdError("the engine is built from the fused graph: --engine does not go with --raw")
+        if self.workspace_mb <= 0:
+            raise CtdError(f"workspace must be positive, not {self.workspace_mb} MB")
+        if "int8" in self.written_precisions():
+            self.int8_config().check()
+
+    def written_precisions(self) -> tuple[str, ...]:
+        """The ONNX files this export writes, by precision: fp32 (model.onnx) always; for a fused
+        graph also those of `precisions`, and fp16 where the engine is built from it."""
+        if self.raw:
+            return ("fp32",)
+        wanted = set(self.precisions) | ({"fp16"} if self.engine else set())
+        return tuple(p for p in ONNX_PRECISIONS if p == "fp32" or p in wanted)
+
+    def int8_config(self) -> Any:
+        """The `ctd_export.int8.Int8Config` of the INT8 step."""
+        from ctd_export.int8 import Int8Config
+
+        return Int8Config(method=self.calibration, num_images=self.calibration_images)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -129,10 +164,10 @@ class ExportResult:
 
 @dataclass
 class ExportContext:
-    """Handed to each post-step: the loaded run, the options, the result so far, the parity
-    images and affines (uint8 BGR, [N, 2, 3]) so a step can gate its own conversion, and the
-    gate graph (the written graph plus a `heatmaps` output, with metadata; an onnx.ModelProto)
-    whose heatmaps let `check_parity` tell unstable decodes from real differences."""
+    """Handed to each step: the loaded run, the options, the result so far, the parity images and
+    affines (uint8 BGR, [N, 2, 3]) with their PyTorch reference so a step can gate its own
+    conversion, and the gate graph (the written graph plus a `heatmaps` output, with metadata; an
+    onnx.ModelProto) whose heatmaps let `check_parity` tell unstable decodes from real differences."""
 
     run: Any
     options: ExportOptions
@@ -140,6 +175,8 @@ class ExportContext:
     images: list[np.ndarray]
     crops: np.ndarray
     gate_model: Any = None
+    reference: Any = None               # ctd_export.parity.TorchReference of images and crops
+    log: Callable[[str], None] | None = None  # progress lines (the engine build's)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,28 +405,15 @@ def _check_run(run: Any, options: ExportOptions) -> None:
             )
 
 
-def export_loaded_run(run: Any, out_dir: str | Path, options: ExportOptions | None = None,
-                      validation: tuple[list[np.ndarray], np.ndarray, str] | None = None) -> ExportResult:
-    """Export an already loaded run (a `LoadedRun` or anything with its fields); see the module
-    docstring. `validation` overrides the parity images (images, affines, description)."""
+def _graphs(run: Any, options: ExportOptions, decode: str, graph: str) -> tuple[Any, Any, Any, ModelMetadata]:
+    """(gate graph, its metadata, the graph to write, its metadata). The gate graph also outputs
+    the heatmaps (see ctd_export.parity); the written graph drops that output unless it was asked
+    for (nothing else differs)."""
     import onnx
 
     from ctd_export.metadata import metadata_for_run, set_metadata
-    from ctd_export.op_support import check_graph_ops, used_ops
-    from ctd_export.parity import check_parity
+    from ctd_export.op_support import check_graph_ops
 
-    options = options or ExportOptions()
-    options.check()
-    out_dir = Path(out_dir)
-    _check_out_dir(out_dir, options.force)
-    _check_run(run, options)
-    decode = options.decode or run.decode
-    graph = "raw" if options.raw else "fused"
-    images, crops, source = validation if validation is not None else validation_set(run, options)
-
-    # the gate graph also outputs the heatmaps (see ctd_export.parity); the written graph drops
-    # that output unless it was asked for (nothing else differs)
-    k = run.schema.num_landmarks
     if graph == "fused":
         try:
             module = build_fused_model(run, decode, with_heatmaps=True)
@@ -397,8 +421,8 @@ def export_loaded_run(run: Any, out_dir: str | Path, options: ExportOptions | No
             raise CtdError(f"cannot build the fused graph: {e}", path=run.run_dir) from None
     else:
         module = run.predictor.cpu().eval()
-    gate_model = export_onnx_model(module, graph, k, run.input_size, run.codec.heatmap_size,
-                                   options.opset, options.exporter)
+    gate_model = export_onnx_model(module, graph, run.schema.num_landmarks, run.input_size,
+                                   run.codec.heatmap_size, options.opset, options.exporter)
     gate_meta = metadata_for_run(run, decode, graph, with_heatmaps=True)
     set_metadata(gate_model, gate_meta)
     meta = metadata_for_run(run, decode, graph, options.heatmaps)
@@ -409,20 +433,31 @@ def export_loaded_run(run: Any, out_dir: str | Path, options: ExportOptions | No
     problems = check_graph_ops(model) if graph == "fused" else []
     if problems:
         raise CtdError("the exported graph is not TensorRT-clean: " + "; ".join(problems[:5]))
+    return gate_model, gate_meta, model, meta
 
+
+def _write_gated(run: Any, out_dir: Path, gate: tuple[Any, ModelMetadata], model: Any, reference: Any,
+                 options: ExportOptions) -> Any:
+    """Write model.onnx only when the gate graph passes the parity gate; the ParityReport. A
+    failure leaves nothing (and removes the folder if this export created it)."""
+    import onnx
+
+    from ctd_export.parity import check_parity
+
+    gate_model, gate_meta = gate
     created = not out_dir.exists()
-    model_path = out_dir / MODEL_FILE
     try:
-        with atomic_path(model_path) as tmp:
+        with atomic_path(out_dir / MODEL_FILE) as tmp:
             onnx.save(gate_model, str(tmp))
-            report = check_parity(run, tmp, images, crops, options.tolerance_px, options.threads,
-                                  metadata=gate_meta, heatmap_tolerance=options.heatmap_tolerance)
+            report = check_parity(run, tmp, reference.images, reference.crops, options.tolerance_px, options.threads,
+                                  metadata=gate_meta, heatmap_tolerance=options.heatmap_tolerance,
+                                  reference=reference)
             if not report.passed:
                 detail = f"; {'; '.join(report.notes)}" if report.notes else ""
                 raise CtdError(
                     f"parity gate failed: ONNX Runtime and PyTorch landmarks differ by max {report.max_px:.4g} px, "
                     f"mean {report.mean_px:.4g} px (worst landmark {report.worst_landmark}; tolerance "
-                    f"{options.tolerance_px:g} px, {report.num_images} crops, decode {decode}){detail}; "
+                    f"{options.tolerance_px:g} px, {report.num_images} crops, decode {reference.decode}){detail}; "
                     "nothing was written",
                     path=out_dir,
                 )
@@ -432,29 +467,80 @@ def export_loaded_run(run: Any, out_dir: str | Path, options: ExportOptions | No
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
+    report.model = MODEL_FILE
+    return report
 
+
+def export_steps(options: ExportOptions) -> list[PostStep]:
+    """The steps after model.onnx, in order: FP16, INT8 (as `written_precisions` says), the
+    engine, then `options.post_steps`."""
+    steps: list[PostStep] = []
+    written = options.written_precisions()
+    if "fp16" in written:
+        from ctd_export.fp16 import fp16_post_step
+
+        steps.append(fp16_post_step)
+    if "int8" in written:
+        from ctd_export.int8 import int8_post_step
+
+        steps.append(int8_post_step(options.int8_config()))
+    if options.engine:
+        from ctd_export.engine_step import engine_post_step
+
+        steps.append(engine_post_step)
+    return steps + list(options.post_steps)
+
+
+def export_loaded_run(run: Any, out_dir: str | Path, options: ExportOptions | None = None,
+                      validation: tuple[list[np.ndarray], np.ndarray, str] | None = None,
+                      log: Callable[[str], None] | None = None) -> ExportResult:
+    """Export an already loaded run (a `LoadedRun` or anything with its fields); see the module
+    docstring. `validation` overrides the parity images (images, affines, description); `log`
+    gets the steps' progress lines."""
+    from ctd_export.op_support import used_ops
+    from ctd_export.parity import torch_reference
+
+    options = options or ExportOptions()
+    options.check()
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, options.force)
+    _check_run(run, options)
+    if options.engine:
+        from ctd_export.engine_step import require_tensorrt
+
+        require_tensorrt()
+    decode = options.decode or run.decode
+    images, crops, source = validation if validation is not None else validation_set(run, options)
+    gate_model, gate_meta, model, meta = _graphs(run, options, decode, "raw" if options.raw else "fused")
+    reference = torch_reference(run, images, crops, decode)
+    report = _write_gated(run, out_dir, (gate_model, gate_meta), model, reference, options)
     result = ExportResult(
-        out_dir=out_dir, model_path=model_path, config_path=out_dir / EXPORT_CONFIG_FILE, metadata=meta,
+        out_dir=out_dir, model_path=out_dir / MODEL_FILE, config_path=out_dir / EXPORT_CONFIG_FILE, metadata=meta,
         parity=report, options=options, run_dir=Path(run.run_dir), parity_source=source, ops=used_ops(model),
-        artifacts={"onnx": model_path},
+        artifacts={"onnx": out_dir / MODEL_FILE},
     )
-    write_json_atomic(result.config_path, result.to_dict())
-    if options.post_steps:
-        context = ExportContext(run=run, options=options, result=result, images=images, crops=crops,
-                                gate_model=gate_model)
-        for step in options.post_steps:
+    context = ExportContext(run=run, options=options, result=result, images=reference.images, crops=reference.crops,
+                            gate_model=gate_model, reference=reference, log=log)
+    try:
+        for step in export_steps(options):
             step(context)
+    finally:  # last: it lists what was written, also when a step failed
         write_json_atomic(result.config_path, result.to_dict())
     return result
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions | None = None) -> ExportResult:
+def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions | None = None,
+               log: Callable[[str], None] | None = None) -> ExportResult:
     """Load a run dir's checkpoint and export it (see the module docstring)."""
     from ctd_train.checkpoint import load_run
 
     options = options or ExportOptions()
     options.check()
     _check_out_dir(Path(out_dir), options.force)
+    if options.engine:  # before loading anything: TensorRT is missing on most machines
+        from ctd_export.engine_step import require_tensorrt
+
+        require_tensorrt()
     if options.threads is not None:  # the PyTorch side of the parity run, like ONNX Runtime's
         import torch
 
@@ -465,4 +551,4 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
 
         expected = get_schema(options.schema)
     run = load_run(run_dir, which=options.which, expected_schema=expected)  # type: ignore[arg-type]
-    return export_loaded_run(run, out_dir, options)
+    return export_loaded_run(run, out_dir, options, log=log)

@@ -1,10 +1,17 @@
-"""The parity gate: an exported model must give the landmarks its PyTorch original gives.
+"""The parity gate: a comparator of an exported model's backends against its PyTorch original.
 
-Reference (the training/evaluation pipeline): OpenCV warp (`geometry.warp_to_crop`) ->
-normalisation -> PyTorch predictor -> numpy codec decode -> crop -> image through the affine.
-Candidate: ONNX Runtime on the exported file with the same uint8 images and affines (a fused
-graph through `OnnxRuntimeBackend`; a raw graph on the reference's normalised crops, decoded
-with the numpy codec). Distances are Euclidean, in source-image pixels.
+As in Polygraphy's Comparator, a reference runs once and every runner gets the same inputs:
+
+    reference = torch_reference(run, images, crops, decode)       # the training/evaluation pipeline
+    reports = compare_backends(run, reference, ["model.onnx", "model.plan"])   # one report each
+
+Reference: OpenCV warp (`geometry.warp_to_crop`) -> normalisation -> PyTorch predictor -> numpy
+codec decode -> crop -> image through the affine. Runners: the backends of
+`ctd_runtime.backends` (`create_backend` by file: ONNX Runtime for .onnx, TensorRT for .plan)
+on the same uint8 images and affines; a raw (heatmap) graph, which no backend runs, goes through
+`ort_session.open_session` on the reference's normalised crops and the numpy decode. Distances
+are Euclidean, in source-image pixels; each backend is judged by the gate of its precision
+(`gate_for`: the largest judged landmark distance for FP32, 0.1 px by default).
 
 Unstable decodes. Argmax and the quarter offset are discontinuous, and DARK is ill-conditioned
 on flat heatmaps: where two heatmap pixels (or the peak's two neighbours) are within float noise
@@ -23,83 +30,27 @@ Without candidate heatmaps every landmark is judged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ctd_export.parity_report import (
+    Gate,
+    ParityReport,
+    compare_landmarks,
+    gate_for,
+    heatmap_difference,
+    unstable_decodes,
+)
 from ctd_runtime import geometry
+from ctd_runtime.backends import SUFFIXES, Backend, create_backend
+from ctd_runtime.backends.ort_session import open_session
 from ctd_runtime.errors import CtdError
 from ctd_runtime.model_meta import ModelMetadata, read_model_metadata
 
-# heatmap pixels a decode may move per unit of relative heatmap change before it counts as unstable
-SENSITIVITY = 100.0
-# relative size of the random perturbations that probe each decode's conditioning (float32 noise
-# of a different but faithful implementation: other summation order, blur, log)
-PROBE_NOISE = 1e-5
-PROBES = 2
-
-
-@dataclass
-class ParityReport:
-    """Landmark distances between reference and candidate, source pixels."""
-
-    max_px: float                       # over the judged (stable) landmarks
-    mean_px: float
-    per_landmark_max: list[float]
-    passed: bool
-    tolerance_px: float
-    num_images: int
-    landmark_names: tuple[str, ...] = ()
-    max_score_diff: float = 0.0
-    decode: str = ""
-    graph: str = ""
-    candidate: str = "onnxruntime"
-    unstable: int = 0                   # landmark decodes decided by numerical noise, not judged
-    max_px_all: float = 0.0             # over every landmark, unstable ones included
-    heatmap_max_rel: float | None = None  # max |candidate - reference| / max |reference| per map
-    heatmap_tolerance: float | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def worst_landmark(self) -> str:
-        if not self.per_landmark_max:
-            return ""
-        i = int(np.argmax(self.per_landmark_max))
-        return self.landmark_names[i] if i < len(self.landmark_names) else str(i)
-
-    def summary(self) -> str:
-        verdict = "passed" if self.passed else "FAILED"
-        text = (
-            f"parity {verdict}: max {self.max_px:.4g} px, mean {self.mean_px:.4g} px "
-            f"(tolerance {self.tolerance_px:g} px, {self.num_images} crops, worst {self.worst_landmark})"
-        )
-        if self.unstable:
-            text += f"; {self.unstable} unstable decodes not judged (max over all {self.max_px_all:.4g} px)"
-        if self.heatmap_max_rel is not None:
-            text += f"; heatmaps within {self.heatmap_max_rel:.2g} of their magnitude"
-        return text
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "max_px": self.max_px,
-            "mean_px": self.mean_px,
-            "tolerance_px": self.tolerance_px,
-            "num_images": self.num_images,
-            "per_landmark_max": dict(zip(self.landmark_names or map(str, range(len(self.per_landmark_max))),
-                                         self.per_landmark_max)),
-            "max_score_diff": self.max_score_diff,
-            "unstable": self.unstable,
-            "max_px_all": self.max_px_all,
-            "heatmap_max_rel": self.heatmap_max_rel,
-            "heatmap_tolerance": self.heatmap_tolerance,
-            "decode": self.decode,
-            "graph": self.graph,
-            "candidate": self.candidate,
-            "notes": list(self.notes),
-        }
+RAW_BATCH = 8  # normalised crops per call of a raw graph
 
 
 def _as_batch(images: Sequence[np.ndarray] | np.ndarray, crops: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -144,41 +95,28 @@ def _decode_to_image(run: Any, heatmaps: np.ndarray, crops: np.ndarray, decode: 
     return geometry.apply_affine(crops, coords.astype(np.float64)), scores
 
 
-def unstable_decodes(
-    run: Any, ref_heatmaps: np.ndarray, cand_heatmaps: np.ndarray | None, crops: np.ndarray, decode: str,
-    tolerance_px: float,
-) -> np.ndarray:
-    """[N, K] bool: landmarks whose numpy decode moves beyond the tolerance (in source px) when
-    the reference heatmaps change by float noise: PROBES random relative perturbations of
-    PROBE_NOISE, or the actual difference to the candidate's heatmaps where the decode moves by
-    more than SENSITIVITY heatmap pixels per unit of that relative difference."""
-    r = np.asarray(ref_heatmaps, np.float32)
-    ref_crop, _ = run.codec.decode(r, decode)
-    ref = geometry.apply_affine(crops, ref_crop.astype(np.float64))
+@dataclass
+class TorchReference:
+    """The PyTorch pipeline's outputs on the parity inputs, computed once for every backend."""
 
-    def moved(other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        crop, _ = run.codec.decode(other, decode)
-        px = np.linalg.norm(geometry.apply_affine(crops, crop.astype(np.float64)) - ref, axis=-1)
-        return px, np.linalg.norm(crop.astype(np.float64) - ref_crop, axis=-1) / run.codec.stride
-
-    unstable = np.zeros(r.shape[:2], bool)
-    rng = np.random.default_rng(0)
-    for _ in range(PROBES):
-        noise = rng.uniform(-PROBE_NOISE, PROBE_NOISE, size=r.shape).astype(np.float32)
-        unstable |= moved(r * (1 + noise))[0] > tolerance_px
-    if cand_heatmaps is not None:
-        c = np.asarray(cand_heatmaps, np.float32)
-        rel = np.abs(c.astype(np.float64) - r).max(axis=(2, 3)) / np.maximum(np.abs(r).max(axis=(2, 3)), 1e-12)
-        px, hm = moved(c)
-        unstable |= (px > tolerance_px) & (hm > SENSITIVITY * rel)
-    return unstable
+    images: list[np.ndarray]
+    crops: np.ndarray                   # [N, 2, 3] float64, crop -> image
+    decode: str
+    net_in: np.ndarray                  # normalised NCHW crops (OpenCV's warp)
+    heatmaps: np.ndarray
+    landmarks: np.ndarray               # [N, K, 2] source px, float64
+    scores: np.ndarray
 
 
-def reference_landmarks(run: Any, images, crops, decode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Reference landmarks [N, K, 2] (source px, float64) and scores [N, K]."""
+def torch_reference(run: Any, images: Sequence[np.ndarray] | np.ndarray, crops: np.ndarray,
+                    decode: str) -> TorchReference:
+    """The reference of `run` (a LoadedRun or anything with its fields) on uint8 BGR `images` and
+    their crop -> image affines."""
     imgs, a = _as_batch(images, crops)
-    heatmaps = predictor_heatmaps(run, reference_crops(run, imgs, a))
-    return _decode_to_image(run, heatmaps, a, decode)
+    net_in = reference_crops(run, imgs, a)
+    heatmaps = predictor_heatmaps(run, net_in)
+    landmarks, scores = _decode_to_image(run, heatmaps, a, decode)
+    return TorchReference(imgs, a, decode, net_in, heatmaps, landmarks, scores)
 
 
 def _groups_by_shape(images: list[np.ndarray]) -> list[list[int]]:
@@ -188,26 +126,15 @@ def _groups_by_shape(images: list[np.ndarray]) -> list[list[int]]:
     return list(groups.values())
 
 
-def fused_outputs(
-    onnx_path: str | Path, images, crops, threads: int | None = None, backend: Any = None
-) -> dict[str, np.ndarray]:
-    """Every output of a fused graph (landmarks [N,K,2] float64, scores, heatmaps if it has them),
-    through `OnnxRuntimeBackend` (or the given opened backend); images of one size go through in
-    one batch."""
-    from ctd_runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-    imgs, a = _as_batch(images, crops)
-    own = backend is None
-    runner = OnnxRuntimeBackend(onnx_path, threads=threads).open() if own else backend
-    try:
-        parts: dict[str, list[tuple[list[int], np.ndarray]]] = {}
-        for idx in _groups_by_shape(imgs):
-            out = runner.run_outputs(np.stack([imgs[i] for i in idx]), a[idx].astype(np.float32))
-            for name, value in out.items():
-                parts.setdefault(name, []).append((idx, value))
-    finally:
-        if own:
-            runner.close()
+def backend_outputs(backend: Backend, reference: TorchReference) -> dict[str, np.ndarray]:
+    """Every output of an opened backend on the reference's inputs (landmarks [N,K,2] float64,
+    scores, heatmaps where the graph has them); images of one size go through in one batch."""
+    imgs, a = reference.images, reference.crops
+    parts: dict[str, list[tuple[list[int], np.ndarray]]] = {}
+    for idx in _groups_by_shape(imgs):
+        out = backend.run_outputs(np.stack([imgs[i] for i in idx]), a[idx].astype(np.float32))
+        for name, value in out.items():
+            parts.setdefault(name, []).append((idx, value))
     result = {}
     for name, chunks in parts.items():
         first = chunks[0][1]
@@ -218,113 +145,35 @@ def fused_outputs(
     return result
 
 
-def raw_outputs(
-    run: Any, onnx_path: str | Path, images, crops, decode: str, threads: int | None = None
-) -> dict[str, np.ndarray]:
-    """Landmarks, scores and heatmaps from a raw (heatmap) graph on the reference's own crops,
-    numpy-decoded."""
-    import onnxruntime as ort
-
-    imgs, a = _as_batch(images, crops)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
-    net_in = reference_crops(run, imgs, a)
-    heatmaps = np.concatenate(
-        [session.run(["heatmaps"], {"input": net_in[i:i + 8]})[0] for i in range(0, len(net_in), 8)]
-    )
-    landmarks, scores = _decode_to_image(run, heatmaps, a, decode)
+def raw_outputs(run: Any, onnx_path: str | Path, reference: TorchReference,
+                threads: int | None = None) -> dict[str, np.ndarray]:
+    """Landmarks, scores and heatmaps of a raw (heatmap) graph on the reference's own crops,
+    numpy-decoded (no backend runs a raw graph)."""
+    session = open_session(onnx_path, threads=threads)
+    net_in = reference.net_in
+    heatmaps = np.concatenate([session.run(["heatmaps"], {"input": net_in[i:i + RAW_BATCH]})[0]
+                               for i in range(0, len(net_in), RAW_BATCH)])
+    landmarks, scores = _decode_to_image(run, heatmaps, reference.crops, reference.decode)
     return {"landmarks": landmarks, "scores": scores, "heatmaps": heatmaps}
 
 
-def compare_landmarks(
-    reference: np.ndarray,
-    candidate: np.ndarray,
-    tolerance_px: float,
-    landmark_names: Sequence[str] = (),
-    reference_scores: np.ndarray | None = None,
-    candidate_scores: np.ndarray | None = None,
-    unstable: np.ndarray | None = None,
-) -> ParityReport:
-    """Per-landmark Euclidean distances [N, K] summarised over the judged (not `unstable`)
-    landmarks; a non-finite candidate fails whatever its stability."""
-    ref = np.asarray(reference, dtype=np.float64)
-    cand = np.asarray(candidate, dtype=np.float64)
-    if ref.shape != cand.shape:
-        raise CtdError(f"reference landmarks {ref.shape} and candidate {cand.shape} differ in shape")
-    dist = np.linalg.norm(ref - cand, axis=-1)
-    finite = np.isfinite(dist)
-    dist = np.where(finite, dist, np.inf)
-    skip = np.zeros(dist.shape, bool) if unstable is None else (np.asarray(unstable, bool) & finite)
-    judged = np.where(skip, 0.0, dist)
-    score_diff = 0.0
-    if reference_scores is not None and candidate_scores is not None:
-        score_diff = float(np.max(np.abs(np.asarray(reference_scores, np.float64) - candidate_scores)))
-    max_px = float(judged.max())
-    n_judged = int((~skip).sum())
-    return ParityReport(
-        max_px=max_px,
-        mean_px=float(judged[~skip].mean()) if n_judged else 0.0,
-        per_landmark_max=[float(v) for v in judged.max(axis=0)],
-        passed=bool(np.isfinite(max_px) and max_px <= tolerance_px),
-        tolerance_px=float(tolerance_px),
-        num_images=int(ref.shape[0]),
-        landmark_names=tuple(landmark_names),
-        max_score_diff=score_diff,
-        unstable=int(skip.sum()),
-        max_px_all=float(dist.max()),
-    )
-
-
-def heatmap_difference(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """max |candidate - reference| / max |reference|, the worst over all maps (inf if non-finite)."""
-    ref = np.asarray(reference, np.float64)
-    diff = np.abs(np.asarray(candidate, np.float64) - ref).max(axis=(-2, -1))
-    scale = np.maximum(np.abs(ref).max(axis=(-2, -1)), 1e-12)
-    rel = diff / scale
-    return float(rel.max()) if np.all(np.isfinite(rel)) else float("inf")
-
-
-def check_parity(
-    loaded_run: Any,
-    onnx_path: str | Path,
-    images: Sequence[np.ndarray] | np.ndarray,
-    crops: np.ndarray,
-    tolerance_px: float = 0.1,
-    threads: int | None = None,
-    metadata: ModelMetadata | None = None,
-    heatmap_tolerance: float = 0.01,
-) -> ParityReport:
-    """Compare the exported model with the PyTorch predictor of `loaded_run` on uint8 BGR
-    `images` and their crop -> image affines; `passed` when no judged landmark of any image
-    moved more than `tolerance_px` source pixels and (where the graph outputs heatmaps) the
-    heatmaps agree within `heatmap_tolerance` of their magnitude. The decode method and graph
-    kind come from the file's metadata. See the module docstring for unstable decodes."""
-    meta = metadata if metadata is not None else read_model_metadata(onnx_path)
-    imgs, a = _as_batch(images, crops)
-    net_in = reference_crops(loaded_run, imgs, a)
-    ref_heatmaps = predictor_heatmaps(loaded_run, net_in)
-    ref, ref_scores = _decode_to_image(loaded_run, ref_heatmaps, a, meta.decode)
-    if meta.graph == "fused":
-        out = fused_outputs(onnx_path, imgs, a, threads=threads)
-    else:
-        out = raw_outputs(loaded_run, onnx_path, imgs, a, meta.decode, threads=threads)
+def judge(run: Any, reference: TorchReference, outputs: dict[str, np.ndarray], gate: Gate,
+          heatmap_tolerance: float = 0.01, where: str | Path | None = None) -> ParityReport:
+    """A candidate's outputs against the reference: landmark distances judged by `gate` (unstable
+    decodes reported, not judged) and, where it outputs heatmaps, their relative difference."""
+    cand_heatmaps = outputs.get("heatmaps")
     rel = None
-    cand_heatmaps = out.get("heatmaps")
     if cand_heatmaps is not None:
-        if cand_heatmaps.shape != ref_heatmaps.shape:
+        if cand_heatmaps.shape != reference.heatmaps.shape:
             raise CtdError(f"candidate heatmaps {cand_heatmaps.shape} differ in shape from PyTorch's "
-                           f"{ref_heatmaps.shape}", path=onnx_path)
-        rel = heatmap_difference(ref_heatmaps, cand_heatmaps)
-    unstable = unstable_decodes(loaded_run, ref_heatmaps, cand_heatmaps, a, meta.decode, tolerance_px)
-    report = compare_landmarks(
-        ref, out["landmarks"], tolerance_px, loaded_run.schema.landmark_names, ref_scores, out["scores"],
-        unstable=unstable,
-    )
-    report.decode = meta.decode
-    report.graph = meta.graph
+                           f"{reference.heatmaps.shape}", path=where)
+        rel = heatmap_difference(reference.heatmaps, cand_heatmaps)
+    unstable = unstable_decodes(run, reference.heatmaps, cand_heatmaps, reference.crops, reference.decode,
+                                gate.tolerance_px)
+    report = compare_landmarks(reference.landmarks, outputs["landmarks"], gate.tolerance_px,
+                               run.schema.landmark_names, reference.scores, outputs["scores"],
+                               unstable=unstable, statistic=gate.statistic)
+    report.decode = reference.decode
     if rel is not None:
         report.heatmap_max_rel = rel
         report.heatmap_tolerance = float(heatmap_tolerance)
@@ -339,4 +188,69 @@ def check_parity(
             f"{report.unstable} of {total} landmark decodes are decided by numerical noise (near-equal "
             "heatmap values; flat heatmaps of an untrained model) and were not judged by distance"
         )
+    return report
+
+
+def backends_for(paths: Sequence[str | Path], threads: int | None = None) -> list[Backend]:
+    """One backend per model file, chosen by its suffix (`create_backend`: model*.onnx ONNX
+    Runtime with `threads`, model*.plan TensorRT); not opened yet."""
+    out = []
+    for path in paths:
+        ort = SUFFIXES.get(Path(path).suffix.lower()) == "onnxruntime"
+        out.append(create_backend(path, **({"threads": threads} if ort and threads is not None else {})))
+    return out
+
+
+def compare_backends(run: Any, reference: TorchReference, backends: Sequence[Backend | str | Path],
+                     tolerance_px: float = 0.1, heatmap_tolerance: float = 0.01,
+                     threads: int | None = None) -> list[ParityReport]:
+    """The comparator: every backend (or model file, see `backends_for`) on the reference's
+    inputs, one report each, judged by the gate of the precision its metadata names
+    (`gate_for`; FP32 by `tolerance_px`). A backend this call opens is closed again."""
+    reports = []
+    for item in backends:
+        given = isinstance(item, (str, Path))
+        backend = backends_for([item], threads)[0] if given else item
+        where = item if given else getattr(backend, "path", None)
+        opened = not backend.is_open
+        if opened:
+            backend.open()
+        try:
+            gate = gate_for(backend.metadata.precision, tolerance_px)
+            report = judge(run, reference, backend_outputs(backend, reference), gate, heatmap_tolerance, where)
+            report.graph = backend.metadata.graph
+            report.candidate, report.model = backend.name, Path(where).name if where is not None else ""
+        finally:
+            if opened:
+                backend.close()
+        reports.append(report)
+    return reports
+
+
+def check_parity(
+    loaded_run: Any,
+    onnx_path: str | Path,
+    images: Sequence[np.ndarray] | np.ndarray,
+    crops: np.ndarray,
+    tolerance_px: float = 0.1,
+    threads: int | None = None,
+    metadata: ModelMetadata | None = None,
+    heatmap_tolerance: float = 0.01,
+    reference: TorchReference | None = None,
+) -> ParityReport:
+    """Compare one exported ONNX file (any name: the export gates a temporary one) with the
+    PyTorch predictor of `loaded_run` on uint8 BGR `images` and their crop -> image affines
+    (or an already computed `reference` of them); `passed` when no judged landmark moved more
+    than `tolerance_px` source pixels and (where the graph outputs heatmaps) the heatmaps agree
+    within `heatmap_tolerance` of their magnitude. Decode method and graph kind come from the
+    file's metadata. See the module docstring for unstable decodes."""
+    meta = metadata if metadata is not None else read_model_metadata(onnx_path)
+    if reference is None:
+        reference = torch_reference(loaded_run, images, crops, meta.decode)
+    if meta.graph == "fused":
+        backend = create_backend(onnx_path, "onnxruntime", threads=threads)
+        return compare_backends(loaded_run, reference, [backend], tolerance_px, heatmap_tolerance)[0]
+    outputs = raw_outputs(loaded_run, onnx_path, reference, threads)
+    report = judge(loaded_run, reference, outputs, gate_for(meta.precision, tolerance_px), heatmap_tolerance, onnx_path)
+    report.graph, report.model = meta.graph, Path(onnx_path).name
     return report

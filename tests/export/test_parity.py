@@ -30,7 +30,7 @@ def _validation(n: int = 6, seed: int = 7):
 @pytest.mark.parametrize("decode", ["argmax", "quarter", "dark"])
 def test_parity_passes_for_fp32_fused_exports(tmp_path, decode):
     run = fake_run(decode)
-    result = export_loaded_run(run, tmp_path / "out", ExportOptions(), validation=_validation())
+    result = export_loaded_run(run, tmp_path / "out", ExportOptions(precisions=("fp32",)), validation=_validation())
     report = result.parity
     assert report.passed and report.max_px < 0.01, report.summary()
     assert report.num_images == 6 and len(report.per_landmark_max) == 3
@@ -50,7 +50,8 @@ def test_parity_passes_for_raw_and_heatmap_exports(tmp_path):
     raw = export_loaded_run(run, tmp_path / "raw", ExportOptions(raw=True), validation=_validation(4))
     assert raw.metadata.graph == "raw" and raw.metadata.outputs == ("heatmaps",)
     assert raw.parity.passed and raw.parity.max_px < 1e-3
-    hm = export_loaded_run(run, tmp_path / "hm", ExportOptions(heatmaps=True), validation=_validation(4))
+    hm = export_loaded_run(run, tmp_path / "hm", ExportOptions(heatmaps=True, precisions=("fp32",)),
+                           validation=_validation(4))
     assert hm.metadata.outputs == ("landmarks", "scores", "heatmaps") and hm.parity.passed
 
 
@@ -146,7 +147,7 @@ def test_post_steps_get_the_context_and_add_artifacts(tmp_path):
         ctx.result.artifacts["extra"] = extra
         ctx.result.reports["extra"] = {"passed": True}
 
-    result = export_loaded_run(fake_run(), tmp_path / "out", ExportOptions(post_steps=[fp16_like]),
+    result = export_loaded_run(fake_run(), tmp_path / "out", ExportOptions(post_steps=[fp16_like], precisions=("fp32",)),
                                validation=_validation(3))
     assert seen == {"images": 3, "outputs": ["landmarks", "scores", "heatmaps"]}
     config = json.loads(result.config_path.read_text())
