@@ -24,8 +24,8 @@ from ctd_runtime.machine import cpu_model, usable_cores
 
 from _variants import DEFAULT_DATA, REPO, parse_variant, train_unless_finished, variant_config
 
-FACE = "face:method=ft,hls=10,epochs=30"
-EYE = "eye:method=ft,hls=10,epochs=30,schema=imm-eye,crop=pfl,crop_scale=2.5,shift=0.05,scale=0.15,rotation=10"
+FACE = "face:method=ft,epochs=30"
+EYE = "eye:method=ft,epochs=30,schema=imm-eye,crop=pfl,crop_scale=2.5,shift=0.05,scale=0.15,rotation=10"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
