@@ -80,27 +80,13 @@ def export_cmd(
     model.int8.onnx by default; --engine adds the TensorRT engine."""
     from ctd_export.onnx_export import ExportOptions, export_run
 
-    precisions = parse_precisions(precision, raw)
-    if engine:  # fail before exporting anything when TensorRT is missing
-        from ctd_runtime.engine.environment import import_tensorrt
-
-        import_tensorrt()
-        if "fp16" not in precisions:
-            precisions.append("fp16")
     options = ExportOptions(
         decode=decode, heatmaps=heatmaps, raw=raw, tolerance_px=tolerance,
         images=None if images is None else str(images), max_images=max_images, which=which,
-        schema=schema, force=force, threads=threads,
-        post_steps=precision_post_steps(precisions, calibration, calib_images),
+        schema=schema, force=force, threads=threads, precisions=parse_precisions(precision, raw),
+        calibration=calibration, calibration_images=calib_images, engine=engine,
     )
-    result = export_run(run, out_dir, options)
-    if engine:
-        from ctd_runtime.engine.build import build_engine
-
-        manifest = build_engine(result.artifacts["fp16"], out_dir / "model.plan",
-                                timing_cache_path=out_dir / "timing.cache",
-                                log=lambda msg: out.print(msg, highlight=False))
-        result.artifacts["engine"] = out_dir / manifest.plan_file
+    result = export_run(run, out_dir, options, log=lambda msg: out.print(msg, highlight=False))
     print_parity(result.parity, result.parity_source)
     meta = result.metadata
     out.print(
@@ -113,38 +99,20 @@ def export_cmd(
             out.print(f"wrote {path}", highlight=False)
 
 
-PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def parse_precisions(text: str | None, raw: bool) -> list[str]:
-    """`--precision` as a list; fp32 is implied (the other files are made from it)."""
+def parse_precisions(text: str | None, raw: bool) -> tuple[str, ...]:
+    """`--precision` as a tuple; fp32 is implied (the other files are made from it)."""
+    from ctd_runtime.artifacts import ONNX_PRECISIONS
     from ctd_runtime.errors import CtdError
 
     if text is None:
-        return ["fp32"] if raw else list(PRECISIONS)
+        return ("fp32",) if raw else ONNX_PRECISIONS
     chosen = [p.strip().lower() for p in text.split(",") if p.strip()]
-    unknown = [p for p in chosen if p not in PRECISIONS]
+    unknown = [p for p in chosen if p not in ONNX_PRECISIONS]
     if unknown:
-        raise CtdError(f"unknown precision {unknown[0]!r}; choose from {', '.join(PRECISIONS)}")
+        raise CtdError(f"unknown precision {unknown[0]!r}; choose from {', '.join(ONNX_PRECISIONS)}")
     if raw and any(p != "fp32" for p in chosen):
         raise CtdError("--raw exports the plain FP32 network only; FP16/INT8 are made from the fused graph")
-    return ["fp32"] + [p for p in PRECISIONS[1:] if p in chosen]
-
-
-def precision_post_steps(precisions: list[str], calibration: str, calib_images: int) -> list:
-    """The export post-steps writing model.fp16.onnx / model.int8.onnx beside model.onnx."""
-    steps = []
-    if "fp16" in precisions:
-        from ctd_export.fp16 import fp16_post_step
-
-        steps.append(fp16_post_step)
-    if "int8" in precisions:
-        from ctd_export.int8 import Int8Config, int8_post_step
-
-        config = Int8Config(method=calibration, num_images=calib_images)
-        config.check()
-        steps.append(int8_post_step(config))
-    return steps
+    return ("fp32",) + tuple(p for p in ONNX_PRECISIONS[1:] if p in chosen)
 
 
 def register(app: typer.Typer) -> None:
