@@ -156,10 +156,10 @@ def export_fused(model: FusedLandmarkModel, path: Path, graph: str = "fused") ->
 
 
 def ort_run(path: Path, images: np.ndarray, crops: np.ndarray) -> list[np.ndarray]:
-    import onnxruntime as ort
+    """The graph alone (no ctd metadata yet, so not through a backend) in ONNX Runtime."""
+    from ctd_runtime.backends.ort_session import open_session
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"image": images, "crop": crops.astype(np.float32)})
+    return open_session(path).run(None, {"image": images, "crop": crops.astype(np.float32)})
 
 
 # ------------------------------------------------------------------------------------- tests

@@ -31,7 +31,7 @@ class _ToCrop(nn.Module):
 
 def _ort_decoder(method: str, k: int, codec: HeatmapCodec = CODEC):
     """The decoder exported alone (TorchScript exporter, dynamic batch) as an ORT session."""
-    import onnxruntime as ort
+    from ctd_runtime.backends.ort_session import open_session
 
     module = _ToCrop(GraphDecoder(codec, method, k)).eval()
     buf = io.BytesIO()
@@ -42,7 +42,7 @@ def _ort_decoder(method: str, k: int, codec: HeatmapCodec = CODEC):
             module, (torch.rand(2, k, h, h),), buf, input_names=["heatmaps"], output_names=["xy", "scores"],
             dynamic_axes={"heatmaps": {0: "n"}, "xy": {0: "n"}, "scores": {0: "n"}}, opset_version=17, dynamo=False,
         )
-    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    sess = open_session(buf.getvalue())
     return lambda hm: sess.run(None, {"heatmaps": np.ascontiguousarray(hm, dtype=np.float32)})
 
 
