@@ -59,7 +59,7 @@ class TrainConfig:
     test_subjects: int | None = None
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     margin: float = 0.25
-    crop: str = "face"          # face: square around the annotation; pfl: the refinement stage's fissure crop
+    crop: str = "face"          # face: square around the annotation; schema: around the schema's points; pfl: fissure crop
     crop_scale: float = 2.5     # pfl crops: side = crop_scale x PFL
     input_size: int = 256
     sigma: float = 1.5
@@ -88,8 +88,8 @@ class TrainConfig:
         positive("input_size", self.input_size)
         positive("sigma", self.sigma)
         positive("crop_scale", self.crop_scale)
-        if self.crop not in ("face", "pfl"):
-            raise CtdError(f"config: crop must be face or pfl, not {self.crop!r}")
+        if self.crop not in ("face", "schema", "pfl"):
+            raise CtdError(f"config: crop must be face, schema or pfl, not {self.crop!r}")
         positive("train_subjects", self.train_subjects, allow_none=True)
         positive("train_images", self.train_images, allow_none=True)
         positive("val_subjects", self.val_subjects, allow_none=True)

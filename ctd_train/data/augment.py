@@ -22,6 +22,9 @@ class AugmentConfig:
 
     scale: the crop side is multiplied by a factor uniform in [1 - scale, 1 + scale] (0.2 is the
         paper's "scaling 0.8": the face appears between 0.83x and 1.25x its nominal size).
+    scale_max: when > 0, the factor is log-uniform in [1 - scale, scale_max] instead: a model that
+        must find the face in a crop of the whole image (the station's coarse pass) sees faces
+        down to 1 / scale_max of their nominal size.
     rotation_deg: rotation uniform in [-rotation_deg, rotation_deg].
     flip: mirror horizontally with probability `flip_prob`; only for schemas with flip pairs
         (the dataset refuses it otherwise).
@@ -32,6 +35,7 @@ class AugmentConfig:
     """
 
     scale: float = 0.2
+    scale_max: float = 0.0
     rotation_deg: float = 15.0
     flip: bool = False
     flip_prob: float = 0.5
@@ -42,6 +46,8 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.scale < 1.0:
             raise CtdError(f"augment scale must be in [0, 1), not {self.scale}")
+        if self.scale_max != 0.0 and not (1.0 - self.scale < self.scale_max <= 10.0):
+            raise CtdError(f"augment scale_max must be 0 (off) or in (1 - scale, 10], not {self.scale_max}")
         if not 0.0 <= self.rotation_deg <= 180.0:
             raise CtdError(f"augment rotation_deg must be in [0, 180], not {self.rotation_deg}")
         if not 0.0 <= self.flip_prob <= 1.0:
@@ -88,9 +94,14 @@ def sample_params(cfg: AugmentConfig | None, rng: np.random.Generator) -> Augmen
     u = rng.uniform(-1.0, 1.0, size=4)
     f = rng.uniform()
     shift = rng.uniform(-1.0, 1.0, size=2) * cfg.shift
+    if cfg.scale_max > 0:
+        lo, hi = np.log(1.0 - cfg.scale), np.log(cfg.scale_max)
+        factor = float(np.exp(lo + (u[0] + 1.0) / 2.0 * (hi - lo)))
+    else:
+        factor = float(1.0 + cfg.scale * u[0])
     return AugmentParams(
         shift=(float(shift[0]), float(shift[1])),
-        scale=float(1.0 + cfg.scale * u[0]),
+        scale=factor,
         rotation_deg=float(cfg.rotation_deg * u[1]),
         flip=bool(cfg.flip and f < cfg.flip_prob),
         brightness=float(cfg.brightness * 255.0 * u[2]),

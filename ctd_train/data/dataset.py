@@ -7,7 +7,8 @@ station's face box gives. Augmentation scales and rotates that box (and mirrors 
 with flip pairs); the crop is sampled through the crop -> source affine of `ctd_runtime.geometry`,
 and the landmarks go into the crop through the inverse of the same affine.
 
-Crop rules (`CROP_RULES`): "face" is the square above; "pfl" is the refinement stage's crop, a
+Crop rules (`CROP_RULES`): "face" is the square above; "schema" the square around the schema's own
+points (what a model can compute from its own predictions: the station's second pass); "pfl" is the refinement stage's crop, a
 square on the schema's PFL pair (`ctd_runtime.geometry.pair_aligned_box`: centred on the
 fissure, `crop_scale` x PFL wide, rotated so the fissure is horizontal). `box_points` replaces the
 annotation as the source of the box (image index -> points): the first stage's predictions when
@@ -35,16 +36,16 @@ from ctd_runtime.schema import LandmarkSchema
 from ctd_train.data.annotations import ANNOTATIONS_FILE, AnnotatedImages
 from ctd_train.data.augment import AugmentConfig, AugmentParams, photometric, sample_params
 
-CROP_RULES = ("face", "pfl")
+CROP_RULES = ("face", "schema", "pfl")
 
 
 def crop_box(rule: str, points: np.ndarray, margin: float, crop_scale: float,
              pfl_pair: tuple[int, int] | None = None) -> tuple[np.ndarray, float, float]:
-    """(centre, side, rotation_deg) of the crop `rule` makes from `points`: for "face" the square
-    around all of them with `margin`; for "pfl" the fissure-aligned square on points[pfl_pair]
+    """(centre, side, rotation_deg) of the crop `rule` makes from `points`: for "face" and "schema"
+    the square around all of them with `margin`; for "pfl" the fissure-aligned square on points[pfl_pair]
     (or on the two points given, when `pfl_pair` is None), oriented left to right in the image."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    if rule == "face":
+    if rule in ("face", "schema"):
         center, side = geometry.square_box(pts, margin)
         return center, side, 0.0
     a, b = (pts[list(pfl_pair)] if pfl_pair is not None else pts[:2])
@@ -162,6 +163,8 @@ class LandmarkCropDataset(Dataset):
             return crop_box(self.crop, given, self.margin, self.crop_scale, pair)
         if self.crop == "pfl":
             return crop_box("pfl", schema_points, self.margin, self.crop_scale, self.schema.pfl_pair)
+        if self.crop == "schema":
+            return crop_box("schema", schema_points, self.margin, self.crop_scale)
         return crop_box("face", all_points, self.margin, self.crop_scale)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

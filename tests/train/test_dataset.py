@@ -189,7 +189,7 @@ def test_augment_config_and_photometric():
     cfg = AugmentConfig(scale=0.1, rotation_deg=5, flip=True, brightness=0.1, contrast=0.3)
     assert AugmentConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.to_dict() == {"scale": 0.1, "rotation_deg": 5, "flip": True, "flip_prob": 0.5,
-                             "brightness": 0.1, "contrast": 0.3, "shift": 0.0}
+                             "brightness": 0.1, "contrast": 0.3, "shift": 0.0, "scale_max": 0.0}
     with pytest.raises(CtdError, match="augmentation config: unknown key .scael."):
         AugmentConfig.from_dict({"scael": 0.1})
     with pytest.raises(CtdError, match="scale"):
@@ -264,3 +264,27 @@ def test_box_points_replace_the_annotation_and_shift_moves_the_crop(dots):
     assert np.all(np.abs(offsets[0]) <= 0.2 * side + 1e-9) and np.any(np.abs(offsets[0]) > 1e-3)
     with pytest.raises(CtdError, match="crop rule"):
         LandmarkCropDataset(data, None, PAIR, NORM, crop="eye")
+
+
+def test_schema_crop_is_built_from_the_schema_points_only(imm_like):
+    """The station's second pass can only use the model's own landmarks: the schema rule's box
+    depends on the schema's points, not on the other annotated points."""
+    data = read_annotations(imm_like)
+    schema = get_schema("imm14")
+    ds = LandmarkCropDataset(data, [0], schema, NORM, HeatmapCodec(input_size=64), None, margin=0.5, crop="schema")
+    s = ds.sample(0)
+    center, side = geometry.square_box(schema.select(data.points[0]), 0.5)
+    np.testing.assert_allclose(geometry.apply_affine(s["affine"], np.array([[31.5, 31.5]]))[0], center, atol=1e-9)
+    assert geometry.affine_scale(s["affine"]) == pytest.approx(side / 64)
+
+
+def test_scale_max_zooms_out_log_uniformly():
+    from ctd_train.data.augment import sample_params
+
+    cfg = AugmentConfig(scale=0.2, scale_max=3.0)
+    draws = np.array([sample_params(cfg, np.random.default_rng(i)).scale for i in range(4000)])
+    assert draws.min() >= 0.8 and draws.max() <= 3.0 and draws.max() > 2.8
+    # log-uniform: the median is the geometric mean of the ends
+    assert np.median(draws) == pytest.approx(np.sqrt(0.8 * 3.0), rel=0.05)
+    with pytest.raises(CtdError, match="scale_max"):
+        AugmentConfig(scale=0.2, scale_max=0.5)
