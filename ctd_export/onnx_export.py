@@ -36,7 +36,6 @@ from typing import Any, Callable
 import numpy as np
 
 import ctd_runtime
-from ctd_runtime import geometry
 from ctd_runtime.artifacts import ONNX_PRECISIONS
 from ctd_runtime.atomic import atomic_path, write_json_atomic
 from ctd_runtime.codec import DECODE_METHODS
@@ -48,9 +47,6 @@ EXPORT_CONFIG_FILE = "export_config.json"
 TIMING_CACHE_FILE = "timing.cache"
 DEFAULT_OPSET = 17
 EXPORTERS = ("torchscript", "dynamo")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-# variants of each validation crop: (rotation in degrees, scale of the box)
-PARITY_VARIANTS: tuple[tuple[float, float], ...] = ((0.0, 1.0), (12.0, 1.1), (-9.0, 0.9), (25.0, 1.25))
 
 PostStep = Callable[["ExportContext"], None]
 
@@ -209,25 +205,10 @@ def _set_output_shape(model: Any, name: str, dims: list[int | str]) -> None:
     raise CtdError(f"exported graph has no output {name!r}")
 
 
-def export_onnx_model(
-    module: Any,
-    graph: str,
-    num_landmarks: int,
-    input_size: int,
-    heatmap_size: int,
-    opset: int = DEFAULT_OPSET,
-    exporter: str = "torchscript",
-) -> Any:
-    """torch module -> checked onnx.ModelProto (no metadata yet).
-
-    fused: inputs image uint8 [N, H, W, 3], crop float32 [N, 2, 3]; outputs landmarks [N, K, 2],
-    scores [N, K] (+ heatmaps [N, K, h, h] if the module returns three values).
-    raw: input float32 [N, 3, S, S] -> heatmaps [N, K, h, h].
-    """
-    import onnx
+def _io_spec(module: Any, graph: str, input_size: int) -> tuple[tuple, list[str], list[str], dict[str, dict[int, str]]]:
+    """(example inputs, input names, output names, dynamic axes) of the graph to export."""
     import torch
 
-    module = module.eval()
     if graph == "fused":
         example = (torch.zeros(2, input_size + 24, input_size + 40, 3, dtype=torch.uint8),
                    torch.tensor([[[1.0, 0.0, 8.0], [0.0, 1.0, 4.0]]] * 2))
@@ -244,7 +225,15 @@ def export_onnx_model(
         dynamic_axes = {"input": {0: "batch"}}
     for name in output_names:
         dynamic_axes[name] = {0: "batch"}
+    return example, input_names, output_names, dynamic_axes
 
+
+def _run_exporter(module: Any, graph: str, spec: tuple, opset: int, exporter: str) -> Any:
+    """The torch exporter's onnx.ModelProto (CtdError naming the exporter when it fails)."""
+    import onnx
+    import torch
+
+    example, input_names, output_names, dynamic_axes = spec
     with tempfile.TemporaryDirectory(prefix="ctd-export-") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = os.path.join(tmp, "model.onnx")
@@ -254,29 +243,49 @@ def export_onnx_model(
                     module, example, path, input_names=input_names, output_names=output_names,
                     dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True, dynamo=False,
                 )
-                model = onnx.load(path)
-            else:
-                from torch.export import Dim
+                return onnx.load(path)
+            from torch.export import Dim
 
-                batch = Dim("batch", min=1, max=1024)
-                if graph == "fused":
-                    shapes: Any = ({0: batch, 1: Dim("height", min=2), 2: Dim("width", min=2)}, {0: batch})
-                else:
-                    shapes = ({0: batch},)
-                program = torch.onnx.export(
-                    module, example, input_names=input_names, output_names=output_names,
-                    dynamic_shapes=shapes, opset_version=max(opset, 18), dynamo=True,
-                )
-                model = program.model_proto
+            batch = Dim("batch", min=1, max=1024)
+            if graph == "fused":
+                shapes: Any = ({0: batch, 1: Dim("height", min=2), 2: Dim("width", min=2)}, {0: batch})
+            else:
+                shapes = ({0: batch},)
+            program = torch.onnx.export(
+                module, example, input_names=input_names, output_names=output_names,
+                dynamic_shapes=shapes, opset_version=max(opset, 18), dynamo=True,
+            )
+            return program.model_proto
         except CtdError:
             raise
         except Exception as e:  # exporter failures are many types; say which step failed
             raise CtdError(f"ONNX export ({exporter}) failed: {type(e).__name__}: {str(e).splitlines()[0]}") from e
 
+
+def export_onnx_model(
+    module: Any,
+    graph: str,
+    num_landmarks: int,
+    input_size: int,
+    heatmap_size: int,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "torchscript",
+) -> Any:
+    """torch module -> checked onnx.ModelProto (no metadata yet).
+
+    fused: inputs image uint8 [N, H, W, 3], crop float32 [N, 2, 3]; outputs landmarks [N, K, 2],
+    scores [N, K] (+ heatmaps [N, K, h, h] if the module returns three values).
+    raw: input float32 [N, 3, S, S] -> heatmaps [N, K, h, h].
+    """
+    import onnx
+
+    module = module.eval()
+    spec = _io_spec(module, graph, input_size)
+    model = _run_exporter(module, graph, spec, opset, exporter)
     if graph == "fused":
         _set_output_shape(model, "landmarks", ["batch", num_landmarks, 2])
         _set_output_shape(model, "scores", ["batch", num_landmarks])
-    if "heatmaps" in output_names:
+    if "heatmaps" in spec[2]:
         _set_output_shape(model, "heatmaps", ["batch", num_landmarks, heatmap_size, heatmap_size])
     model.producer_name = "ctd"
     model.producer_version = ctd_runtime.__version__
@@ -297,80 +306,6 @@ def without_output(model: Any, name: str) -> Any:
     del copy.graph.output[:]
     copy.graph.output.extend(keep)
     return copy
-
-
-# ---------------------------------------------------------------------------------------------
-# validation images
-
-
-def _variant_crops(center: np.ndarray, side: float, input_size: int, j: int) -> np.ndarray:
-    rot, scale = PARITY_VARIANTS[j % len(PARITY_VARIANTS)]
-    return geometry.crop_affine(center, side * scale, input_size, rot)
-
-
-def _annotated_set(root: Path, indices: list[int] | None, margin: float, run: Any, max_images: int):
-    from ctd_train.data.annotations import read_annotations
-
-    data = read_annotations(root, validate_images=False)
-    idx = list(range(len(data))) if indices is None else list(indices)
-    if not idx:
-        raise CtdError("no validation images in the split", path=root)
-    images, crops = [], []
-    for j in range(max_images):
-        i = idx[j % len(idx)]
-        center, side = geometry.square_box(data.points[i], margin)
-        images.append(data.load_image(i, cache=True))
-        crops.append(_variant_crops(center, side, run.input_size, j // len(idx)))
-    return images, np.stack(crops)
-
-
-def _folder_set(folder: Path, run: Any, max_images: int):
-    from ctd_train.data.annotations import read_image
-
-    if (folder / "annotations.csv").is_file():
-        return _annotated_set(folder, None, 0.25, run, max_images)
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise CtdError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder", path=folder)
-    images, crops = [], []
-    for j in range(max_images):
-        img = read_image(files[j % len(files)])
-        h, w = img.shape[:2]
-        center = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
-        crops.append(_variant_crops(center, float(min(h, w)), run.input_size, j // len(files)))
-        images.append(img)
-    return images, np.stack(crops)
-
-
-def validation_set(run: Any, options: ExportOptions) -> tuple[list[np.ndarray], np.ndarray, str]:
-    """(uint8 BGR images, crop affines [N, 2, 3], where they come from) for the parity gate.
-
-    A folder given in `options.images` wins (a ctd data folder: boxes around its annotated
-    points; otherwise centred square crops); else the run's validation split, from the data
-    folder its config names. Each image also appears rotated and scaled when there are fewer
-    images than `max_images`.
-    """
-    if options.images:
-        folder = Path(options.images)
-        if not folder.is_dir():
-            raise CtdError("validation image folder not found", path=folder)
-        images, crops = _folder_set(folder, run, options.max_images)
-        return images, crops, f"folder {folder}"
-    data = (run.config or {}).get("data")
-    if data and (Path(data) / "annotations.csv").is_file():
-        from ctd_train.config import TrainConfig, split_indices
-        from ctd_train.data.annotations import read_annotations
-
-        cfg = TrainConfig.from_dict(run.config)
-        subjects = read_annotations(data, validate_images=False).subjects
-        val = split_indices(subjects, cfg)["val"]
-        images, crops = _annotated_set(Path(data), val, cfg.margin, run, options.max_images)
-        return images, crops, f"validation split of {data} ({len(val)} images)"
-    where = f" ({data})" if data else ""
-    raise CtdError(
-        f"no validation images for the parity gate: the run's data folder{where} is not available; "
-        "give a folder of face images with --images DIR"
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,7 +445,11 @@ def export_loaded_run(run: Any, out_dir: str | Path, options: ExportOptions | No
 
         require_tensorrt()
     decode = options.decode or run.decode
-    images, crops, source = validation if validation is not None else validation_set(run, options)
+    if validation is None:
+        from ctd_export.validation_images import validation_set
+
+        validation = validation_set(run, options.images, options.max_images)
+    images, crops, source = validation
     gate_model, gate_meta, model, meta = _graphs(run, options, decode, "raw" if options.raw else "fused")
     reference = torch_reference(run, images, crops, decode)
     report = _write_gated(run, out_dir, (gate_model, gate_meta), model, reference, options)
