@@ -13,9 +13,9 @@ G x G cells over [0, 1]^2 (G = sqrt(number of triangles) / 2, a few triangles pe
 cell listing the triangles whose UV bounding box touches it: built once per mesh with numpy, a
 query tests only the triangles of the point's cell. benchmarks/mesh_lookup.py times it against
 a scan of every triangle: on ~10^5 triangles the build costs about as much as scanning a few
-dozen points, after which each point costs 50-300x less than a scan. A point in no triangle gets NaN (flagged by
-the caller), never an exception. On an edge shared by two triangles either one is taken: both
-give the same 3D point. Triangles without UVs or with zero UV area are left out of the index.
+dozen points, after which each point costs 50-300x less than a scan. A point in no triangle
+gets NaN (flagged by the caller), never an exception. On an edge shared by two triangles either
+one is taken: both give the same 3D point. Triangles without UVs or with zero UV area are left out of the index.
 """
 
 from __future__ import annotations
