@@ -1,4 +1,5 @@
-"""Writing the `ctd.*` metadata into ONNX models (the keys and their parsing live in
+"""The `ctd.*` metadata of in-memory ONNX models: written at export, read back and checked where
+a conversion starts, rewritten for a converted copy (the keys and their parsing live in
 `ctd_runtime.model_meta`, which the station reads without the onnx package)."""
 
 from __future__ import annotations
