@@ -35,7 +35,7 @@ def _choice(value: str, choices: tuple[str, ...], what: str) -> str:
 def train_cmd(
     data: Path = typer.Option(..., "--data", help="Data folder (images/ + annotations.csv)."),
     out: Path = typer.Option(..., "--out", help="Run folder; running again with the same options resumes."),
-    schema: str = typer.Option("imm14", "--schema", help="Built-in schema name or schema JSON file."),
+    schema: str = typer.Option("imm14", "--schema", help="Built-in schema name (imm14, imm58, imm-eye) or schema JSON file."),
     teacher: str = typer.Option("hse-mobilenet-vggface2", "--teacher", help="Teacher name (`ctd teacher list`)."),
     teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights", help="Teacher weight file."),
     method: str = typer.Option("ctd-ed", "--method", help="fe, ftp, ft, hg, ctd-cd, ctd-ed or ctd-com."),
@@ -43,17 +43,27 @@ def train_cmd(
     train_images: Optional[int] = typer.Option(None, "--train-images", help="Limited labels: this many training images."),
     val_subjects: Optional[int] = typer.Option(None, "--val-subjects", help="Validation subjects (default 10%)."),
     test_subjects: Optional[int] = typer.Option(None, "--test-subjects", help="Test subjects (default 20%)."),
-    epochs: int = typer.Option(150, "--epochs"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: the recipe's (TrainConfig)."),
     batch_size: int = typer.Option(2, "--batch-size"),
-    lr: float = typer.Option(1e-3, "--lr", help="Initial learning rate (polynomial decay to 0)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Initial learning rate of the encoder (polynomial decay to 0)."),
+    head_lr_scale: Optional[float] = typer.Option(None, "--head-lr-scale", help="The new head's lr is lr x this."),
     lr_power: float = typer.Option(0.9, "--lr-power"),
     seed: int = typer.Option(0, "--seed"),
-    lambda_: float = typer.Option(0.002, "--lambda", help="Weight of each distillation term (eq 2)."),
-    mu: float = typer.Option(2.0, "--mu", help="Temperature of classifier distillation (eq 3)."),
+    lambda_: Optional[float] = typer.Option(None, "--lambda", help="Weight of each distillation term (eq 2)."),
+    mu: Optional[float] = typer.Option(None, "--mu", help="Temperature of classifier distillation (eq 3)."),
+    loss_reduction: Optional[str] = typer.Option(
+        None, "--loss-reduction", help="Scale of L_R that lambda weighs against: sum (eq 1), mean, simplebaseline (0.5 x mean)."),
+    ed_features: Optional[str] = typer.Option(None, "--ed-features", help="L_ED on whole feature maps (map) or pooled embeddings."),
     head_channels: int = typer.Option(256, "--head-channels"),
     hg_stacks: int = typer.Option(2, "--hg-stacks"),
     input_size: int = typer.Option(256, "--input-size", help="Crop side in pixels (heatmaps are a quarter)."),
-    margin: float = typer.Option(0.25, "--margin", help="Crop margin around all annotated points."),
+    crop: Optional[str] = typer.Option(None, "--crop", help="face (all annotated points), schema (the schema's points) or pfl (fissure crop, refinement stage)."),
+    crop_scale: Optional[float] = typer.Option(None, "--crop-scale", help="pfl crops: side = this x PFL."),
+    margin: Optional[float] = typer.Option(None, "--margin", help="Crop margin around the points (face and schema crops)."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Augmentation: crop scale factor in [1 - scale, 1 + scale]."),
+    scale_max: Optional[float] = typer.Option(None, "--scale-max", help="Augmentation: zoom out log-uniformly up to this factor."),
+    rotation: Optional[float] = typer.Option(None, "--rotation", help="Augmentation: rotation in [-deg, deg]."),
+    shift: Optional[float] = typer.Option(None, "--shift", help="Augmentation: crop centre shift, fraction of the crop side."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train without augmentation."),
     flip: bool = typer.Option(False, "--flip", help="Horizontal flip augmentation (schemas with flip pairs only)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes."),
@@ -61,32 +71,35 @@ def train_cmd(
     device: str = typer.Option("auto", "--device", help="auto (a CUDA GPU when torch sees one) | cpu | cuda | cuda:N."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
     bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast on the CPU."),
-    decode: str = typer.Option("argmax", "--decode", help="Decode for validation and test: argmax, quarter, dark."),
+    decode: Optional[str] = typer.Option(None, "--decode", help="Decode for validation and test: argmax, quarter, dark."),
     run_id: Optional[str] = typer.Option(None, "--run-id"),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
-    """Train a landmark model (the paper's methods) and evaluate its best checkpoint on the test split."""
+    """Train a landmark model (the paper's methods) and evaluate its best checkpoint on the test split.
+    Options left out take the recipe's defaults (README, `TrainConfig`)."""
+    if decode is not None:
+        _choice(decode, DECODE_METHODS, "decode")
     from ctd_train.config import TrainConfig
     from ctd_train.data.augment import AugmentConfig
     from ctd_train.methods import MethodConfig
     from ctd_train.trainer import train
 
-    _choice(decode, DECODE_METHODS, "decode")
-    defaults = TrainConfig(data="", out="")
+    def given(**kw: Any) -> dict[str, Any]:
+        return {k: v for k, v in kw.items() if v is not None}
+
+    method_cfg = MethodConfig(name=method, head_channels=head_channels, hg_stacks=hg_stacks, **given(
+        lambda_=lambda_, mu=mu, loss_reduction=loss_reduction, ed_features=ed_features))
+    augment = None if no_augment else AugmentConfig(flip=flip, **given(
+        scale=scale, scale_max=scale_max, rotation_deg=rotation, shift=shift))
     config = TrainConfig(
         data=str(data), out=str(out), schema=schema, teacher=teacher,
         teacher_weights=None if teacher_weights is None else str(teacher_weights),
-        method=MethodConfig(name=method, lambda_=lambda_, mu=mu, head_channels=head_channels, hg_stacks=hg_stacks),
-        epochs=epochs, batch_size=batch_size, lr=lr, lr_power=lr_power, seed=seed,
+        method=method_cfg, batch_size=batch_size, lr_power=lr_power, seed=seed,
         train_subjects=train_subjects, train_images=train_images, val_subjects=val_subjects,
-        test_subjects=test_subjects, augment=None if no_augment else AugmentConfig(flip=flip),
-        margin=margin, input_size=input_size,
-        workers=defaults.workers if workers is None else workers,
-        threads=threads,
-        device=device,
-        channels_last=defaults.channels_last if channels_last is None else channels_last,
-        bf16=defaults.bf16 if bf16 is None else bf16,
-        decode=decode, run_id=run_id,
+        test_subjects=test_subjects, augment=augment, input_size=input_size, threads=threads, device=device,
+        run_id=run_id,
+        **given(epochs=epochs, lr=lr, head_lr_scale=head_lr_scale, crop=crop, crop_scale=crop_scale, margin=margin,
+                workers=workers, channels_last=channels_last, bf16=bf16, decode=decode),
     )
     run_dir = train(config, progress=not no_progress)
     table_console(120).print(f"run: {run_dir}")

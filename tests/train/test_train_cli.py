@@ -80,3 +80,25 @@ def test_errors_exit_2_with_a_message(data, tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     err = _main_error(_train_args(data, tmp_path / "f"), capsys)
     assert "not a folder" in err
+
+
+def test_train_options_reach_the_saved_config(data, tmp_path):
+    """Every recipe option given on the command line is in config.json; those left out take the
+    dataclass defaults (one place for the recipe)."""
+    run = tmp_path / "run"
+    res = CliRunner().invoke(build_app(), _train_args(
+        data, run, "--loss-reduction", "simplebaseline", "--ed-features", "pooled", "--head-lr-scale", "2",
+        "--crop", "schema", "--margin", "0.6", "--scale", "0.1", "--scale-max", "2.5", "--rotation", "5",
+        "--shift", "0.02", "--decode", "dark"))
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["method"]["loss_reduction"] == "simplebaseline" and cfg["method"]["ed_features"] == "pooled"
+    assert cfg["head_lr_scale"] == 2.0 and cfg["crop"] == "schema" and cfg["margin"] == 0.6
+    assert cfg["augment"]["scale"] == 0.1 and cfg["augment"]["scale_max"] == 2.5
+    assert cfg["augment"]["rotation_deg"] == 5.0 and cfg["augment"]["shift"] == 0.02 and cfg["decode"] == "dark"
+    from ctd_train.config import TrainConfig
+
+    defaults = TrainConfig(data="", out="")
+    assert cfg["lr"] == defaults.lr and cfg["crop_scale"] == defaults.crop_scale
+    res = CliRunner().invoke(build_app(), _train_args(data, tmp_path / "bad", "--loss-reduction", "max"))
+    assert res.exit_code != 0 and not (tmp_path / "bad").exists()
