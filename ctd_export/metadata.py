@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import ctd_runtime
+from ctd_runtime.crop_rule import CropSpec
 from ctd_runtime.errors import CtdError
 from ctd_runtime.model_meta import PREFIX, ModelMetadata
 
@@ -41,6 +42,7 @@ def metadata_for_run(
         sigma=float(run.codec.sigma),
         run_id=str(run.run_id),
         outputs=outputs,
+        crop=CropSpec.from_config(run.config),
     )
 
 

@@ -13,6 +13,12 @@ The station reads everything it needs from here (DESIGN.md, "Model metadata"):
     ctd.run_id         the training run the weights come from
     ctd.outputs        output names in order, JSON list, e.g. ["landmarks", "scores"]
 
+Optional (absent in files exported before it existed):
+
+    ctd.crop           the training crop rule, JSON {"rule": "face"|"schema"|"pfl", "margin": m,
+                       "crop_scale": s} (ctd_runtime.crop_rule.CropSpec); absent -> DEFAULT_CROP
+                       (face, 0.25, 2.5), what those runs were trained with
+
 `ModelMetadata.to_map` / `from_map` convert to and from these string pairs; the writer is the
 export package's `metadata` module (it needs onnx), the TensorRT manifest reuses the same map.
 """
@@ -27,6 +33,7 @@ from typing import Any
 from ctd_runtime import __version__
 from ctd_runtime.artifacts import ONNX_PRECISIONS
 from ctd_runtime.codec import DECODE_METHODS, HeatmapCodec
+from ctd_runtime.crop_rule import DEFAULT_CROP, CropSpec
 from ctd_runtime.errors import CtdError
 from ctd_runtime.normalization import Normalization
 from ctd_runtime.schema import LandmarkSchema
@@ -44,6 +51,7 @@ KEYS: tuple[str, ...] = (
     "ctd.run_id",
     "ctd.outputs",
 )
+OPTIONAL_KEYS: tuple[str, ...] = ("ctd.crop",)
 GRAPHS: tuple[str, ...] = ("fused", "raw")
 
 
@@ -67,6 +75,12 @@ class ModelMetadata:
     sigma: float
     run_id: str
     outputs: tuple[str, ...]
+    crop: CropSpec | None = None  # None: the file has no ctd.crop (see crop_spec)
+
+    @property
+    def crop_spec(self) -> CropSpec:
+        """The training crop rule: ctd.crop, or DEFAULT_CROP for files without it."""
+        return self.crop if self.crop is not None else DEFAULT_CROP
 
     @property
     def codec(self) -> HeatmapCodec:
@@ -77,8 +91,8 @@ class ModelMetadata:
         return self.schema.num_landmarks
 
     def to_map(self) -> dict[str, str]:
-        """The `ctd.*` key/value strings, in KEYS order."""
-        return {
+        """The `ctd.*` key/value strings, in KEYS order (then ctd.crop when set)."""
+        out = {
             "ctd.version": self.ctd_version,
             "ctd.schema": self.schema.to_json(),
             "ctd.input_size": str(int(self.input_size)),
@@ -90,6 +104,9 @@ class ModelMetadata:
             "ctd.run_id": self.run_id,
             "ctd.outputs": json.dumps(list(self.outputs)),
         }
+        if self.crop is not None:
+            out["ctd.crop"] = self.crop.to_json()
+        return out
 
     @classmethod
     def from_map(cls, meta: dict[str, str], where: str | Path | None = None) -> "ModelMetadata":
@@ -162,6 +179,7 @@ class ModelMetadata:
             sigma=sigma,
             run_id=meta["ctd.run_id"],
             outputs=tuple(outputs),
+            crop=CropSpec.from_json(meta["ctd.crop"], where=where) if "ctd.crop" in meta else None,
         )
 
 

@@ -119,3 +119,12 @@ def test_unreadable_files(tmp_path):
     junk.write_bytes(np.random.default_rng(0).bytes(200))
     with pytest.raises(CtdError, match="cannot load"):
         read_model_metadata(junk)
+
+
+def test_metadata_for_run_writes_the_training_crop_rule():
+    from ctd_runtime.crop_rule import CropSpec
+
+    run = replace(fake_run(), config={"crop": "schema", "margin": 0.3, "crop_scale": 2.0})
+    meta = metadata_for_run(run, "argmax")
+    assert meta.crop == CropSpec("schema", 0.3, 2.0)
+    assert ModelMetadata.from_map(meta.to_map()).crop == meta.crop
