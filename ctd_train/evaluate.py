@@ -114,6 +114,7 @@ class EvalReport:
     evaluations: dict[str, Evaluation]
     epoch: int = 0
     data: str = ""
+    run_decode: str = "argmax"   # the decode the run validated with: files for it carry no suffix
     files: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -185,10 +186,11 @@ class EvalReport:
         return buf.getvalue()
 
 
-def _file_stem(split: str, decode: str, unit: str, threshold: float) -> tuple[str, str]:
-    """(eval file stem, CED file stem): eval_test / ced for the defaults, suffixed otherwise."""
+def _file_stem(split: str, decode: str, unit: str, threshold: float, run_decode: str = "argmax") -> tuple[str, str]:
+    """(eval file stem, CED file stem): eval_test / ced for the defaults (the run's own decode),
+    suffixed otherwise."""
     suffix = ""
-    if decode != "argmax":
+    if decode != run_decode:
         suffix += f"_{decode}"
     if unit != "pfl" or threshold != DEFAULT_THRESHOLD:
         suffix += f"_{unit}{threshold:g}"
@@ -287,7 +289,7 @@ def evaluate_loaded(
         landmark_names=list(run.schema.landmark_names),
         image_names=[names[i] for i in p.indices], subjects=[images.subjects[i] for i in p.indices],
         pred=p.pred, gt=gt, affines=p.affines, pfl_pair=run.schema.pfl_pair, evaluations=evaluations,
-        epoch=run.epoch, data=str(data_dir),
+        epoch=run.epoch, data=str(data_dir), run_decode=run.decode,
     )
     if write:
         write_report(report, Path(out_dir) if out_dir is not None else Path(run.run_dir))
@@ -300,7 +302,7 @@ def write_report(report: EvalReport, out_dir: Path) -> dict[str, Path]:
 
     if out_dir.exists() and not out_dir.is_dir():
         raise CtdError("output path exists and is not a folder", path=out_dir)
-    eval_stem, ced_stem = _file_stem(report.split, report.decode, report.unit, report.threshold)
+    eval_stem, ced_stem = _file_stem(report.split, report.decode, report.unit, report.threshold, report.run_decode)
     report.files = {
         "json": out_dir / f"{eval_stem}.json",
         "csv": out_dir / f"{eval_stem}.csv",

@@ -82,7 +82,7 @@ def tiny_config(data: Path, out: Path, method: str = "ctd-com", epochs: int = 2,
         data=str(data), out=str(out), schema="imm14", teacher=teacher,
         method=MethodConfig(name=method, head_channels=16, hg_stacks=1),
         epochs=epochs, batch_size=2, lr=1e-3, seed=0, val_subjects=1, test_subjects=1,
-        input_size=64, threads=1, workers=0,
+        input_size=64, threads=1, workers=0, decode="argmax",
     )
     base.update(kw)
     return TrainConfig(**base)

@@ -14,7 +14,7 @@ from tests.train._tiny_training import TINY, TINY_NOCLS, tiny_data, tiny_teacher
 def _train_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["train", "--data", str(data), "--out", str(out), "--teacher", TINY, "--method", "ctd-com",
             "--input-size", "64", "--head-channels", "16", "--epochs", "1", "--val-subjects", "1",
-            "--test-subjects", "1", "--threads", "1", "--no-progress", *extra]
+            "--test-subjects", "1", "--threads", "1", "--decode", "argmax", "--no-progress", *extra]
 
 
 @pytest.fixture()
