@@ -28,10 +28,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ctd_runtime.errors import CtdError
+from ctd_runtime.image_io import ImageError, read_image
 from ctd_runtime.obj_parser import UV_TOLERANCE, ParsedObj, parse_obj
 
 __all__ = ["UV_TOLERANCE", "ObjMesh", "read_obj", "read_mtl_textures", "read_texture_size"]
@@ -78,15 +78,13 @@ def read_obj(path: str | Path, read_texture: bool = True) -> ObjMesh:
 
 
 def read_texture_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of a texture image; CtdError naming it when it cannot be decoded."""
+    """(width, height) of a texture image, read by `ctd_runtime.image_io` (a truncated or corrupt
+    texture is refused like any image); CtdError naming it when it cannot be read."""
     path = Path(path)
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as e:
-        raise CtdError(f"cannot read the texture image: {e.strerror}", path=path) from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None or image.ndim < 2 or image.shape[0] == 0 or image.shape[1] == 0:
-        raise CtdError("cannot read the texture image's size (not an image, or truncated)", path=path)
+        image = read_image(path)
+    except ImageError as e:
+        raise CtdError(f"cannot read the texture image's size: {e.reason}", path=path) from None
     return int(image.shape[1]), int(image.shape[0])
 
 

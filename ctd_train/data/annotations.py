@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import cv2
 import numpy as np
 
+from ctd_runtime import image_io
 from ctd_runtime.atomic import write_text_atomic
 from ctd_runtime.errors import CtdError
 
@@ -84,18 +84,14 @@ class AnnotatedImages:
 
 
 def read_image(path: str | Path, where: str | Path | None = None, row: int | None = None) -> np.ndarray:
-    """cv2.imread as BGR uint8; a missing or undecodable file is a CtdError."""
-    path = Path(path)
-    if not path.is_file():
+    """BGR uint8 through the one image reader (`ctd_runtime.image_io`: truncated and corrupt
+    files refused); CtdError naming the image, or the annotation file and row that list it."""
+    try:
+        return image_io.read_image(path)
+    except image_io.ImageError as e:
         if where is None:
-            raise CtdError("image file not found", path=path)
-        raise CtdError(f"image file {path} not found", path=where, row=row)
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        if where is None:
-            raise CtdError("cannot decode image (corrupt or not an image)", path=path)
-        raise CtdError(f"cannot decode image {path} (corrupt or not an image)", path=where, row=row)
-    return img
+            raise
+        raise CtdError(f"image {path}: {e.reason}", path=where, row=row) from None
 
 
 def _parse_header(header: list[str], csv_path: Path) -> tuple[int, int, list[tuple[int, int]]]:

@@ -181,13 +181,13 @@ def test_missing_and_corrupt_images(folder):
     root, _ = folder
     csv_path = root / "annotations.csv"
     (root / "images" / "01-1.png").unlink()
-    _expect(root, csv_path, 3, "01-1.png not found")
+    _expect(root, csv_path, 3, "01-1.png: image file not found")
     cv2.imwrite(str(root / "images" / "01-1.png"), np.zeros((160, 200, 3), np.uint8))
     (root / "images" / "00-2.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
-    _expect(root, csv_path, 4, "cannot decode image", "00-2.png")
+    _expect(root, csv_path, 4, "truncated PNG", "00-2.png")
     # without validation the folder reads; loading the image then fails, naming it
     data = read_annotations(root, validate_images=False)
-    with pytest.raises(CtdError, match="cannot decode") as ei:
+    with pytest.raises(CtdError, match="truncated PNG") as ei:
         data.load_image(2)
     assert ei.value.path == root / "images" / "00-2.png"
 
