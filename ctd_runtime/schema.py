@@ -86,16 +86,30 @@ class LandmarkSchema:
             perm[a], perm[b] = b, a
         return perm
 
-    def select(self, source_points: np.ndarray, where: str | Path | None = None) -> np.ndarray:
-        """Pick this schema's K points from source points [..., P, 2]."""
-        pts = np.asarray(source_points)
-        p = pts.shape[-2]
-        bad = [i for i in self.source_indices if i >= p]
-        if bad:
+    def check_source(self, num_points: int, where: str | Path | None = None) -> None:
+        """CtdError when an annotation of `num_points` points is not this schema's source: the
+        count must equal `num_source_points` when the schema declares it (a 68-point iBUG folder
+        read as IMM's 58 would train other anatomy under the same names), and every source index
+        must exist."""
+        if self.num_source_points is not None and num_points != self.num_source_points:
+            hint = " (an iBUG/300-W folder: --schema ibug68)" if num_points == 68 else ""
             raise CtdError(
-                f"schema {self.name!r} needs source point {bad[0]} but the annotation has only {p} points",
+                f"the annotation has {'only ' if num_points < self.num_source_points else ''}{num_points} "
+                f"points, but schema {self.name!r} is for annotations of {self.num_source_points} points "
+                f"(num_source_points){hint}",
                 path=where,
             )
+        bad = [i for i in self.source_indices if i >= num_points]
+        if bad:
+            raise CtdError(
+                f"schema {self.name!r} needs source point {bad[0]} but the annotation has only {num_points} points",
+                path=where,
+            )
+
+    def select(self, source_points: np.ndarray, where: str | Path | None = None) -> np.ndarray:
+        """Pick this schema's K points from source points [..., P, 2] (checked: `check_source`)."""
+        pts = np.asarray(source_points)
+        self.check_source(pts.shape[-2], where)
         return pts[..., list(self.source_indices), :]
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,7 +230,43 @@ def _imm_eye() -> LandmarkSchema:
     )
 
 
-_BUILTIN = {"imm14": _imm14, "imm58": _imm58, "imm-eye": _imm_eye}
+def _ibug68() -> LandmarkSchema:
+    """iBUG / 300-W's 68 points (0-based, as `ctd data import-pts` writes them); image left is
+    the subject's right."""
+    names = (
+        [f"jaw_{i}" for i in range(17)]                                   # 0-16, subject's right first
+        + [f"r_brow_{i}" for i in (4, 3, 2, 1, 0)] + [f"l_brow_{i}" for i in range(5)]  # 17-26, counted medial-out
+        + [f"nose_bridge_{i}" for i in range(4)]                          # 27-30
+        + ["r_nose_base", "r_nostril", "subnasale", "l_nostril", "l_nose_base"]  # 31-35
+        + ["r_exocanthion", "r_upper_lid_1", "r_upper_lid_2", "r_endocanthion",
+           "r_lower_lid_2", "r_lower_lid_1"]                              # 36-41, lids counted from the lateral side
+        + ["l_endocanthion", "l_upper_lid_2", "l_upper_lid_1", "l_exocanthion",
+           "l_lower_lid_1", "l_lower_lid_2"]                              # 42-47
+        + ["r_cheilion"] + [f"upper_lip_{i}" for i in range(1, 6)] + ["l_cheilion"]
+        + [f"lower_lip_{i}" for i in range(1, 6)]                         # 48-59 (outer contour)
+        + ["r_inner_lip_corner"] + [f"upper_inner_lip_{i}" for i in range(1, 4)]
+        + ["l_inner_lip_corner"] + [f"lower_inner_lip_{i}" for i in range(1, 4)]  # 60-67
+    )
+    flips = (
+        [(i, 16 - i) for i in range(8)]                                   # jaw
+        + [(17 + i, 26 - i) for i in range(5)]                            # brows
+        + [(31, 35), (32, 34)]                                            # nose base
+        + [(36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46)]    # eyes
+        + [(48, 54), (49, 53), (50, 52), (55, 59), (56, 58)]              # outer lips
+        + [(60, 64), (61, 63), (65, 67)]                                  # inner lips
+    )
+    return LandmarkSchema(
+        name="ibug68",
+        landmark_names=tuple(names),
+        source_indices=tuple(range(68)),
+        pfl_pair=(39, 36),
+        flip_pairs=tuple(flips),
+        num_source_points=68,
+        description="The 68 iBUG/300-W points (ctd data import-pts); PFL on the subject's right eye (39-36).",
+    )
+
+
+_BUILTIN = {"imm14": _imm14, "imm58": _imm58, "imm-eye": _imm_eye, "ibug68": _ibug68}
 
 
 def builtin_schema_names() -> list[str]:

@@ -35,6 +35,46 @@ def test_select_and_index_beyond_annotation():
     assert "a.csv" in str(e.value)
 
 
+@pytest.mark.parametrize("name, points, hint", [
+    ("imm14", 57, False), ("imm14", 68, True), ("imm58", 59, False), ("imm-eye", 68, True), ("ibug68", 58, False),
+])
+def test_the_whole_source_annotation_is_checked(name, points, hint):
+    """Every index a schema uses may exist and still be the wrong anatomy: the count must match."""
+    s = get_schema(name)
+    with pytest.raises(CtdError, match=f"has (only )?{points} points, but schema '{name}' is for annotations "
+                                       f"of {s.num_source_points} points") as e:
+        s.select(np.zeros((2, points, 2)), where="annotations.csv")
+    assert str(e.value).startswith("annotations.csv: ")
+    assert ("--schema ibug68" in str(e.value)) == hint
+
+
+def test_a_user_schema_without_a_count_checks_indices_only():
+    s = LandmarkSchema("eye", ("exo", "endo"), (3, 7), (1, 0))
+    assert s.select(np.zeros((60, 2))).shape == (2, 2)
+    with pytest.raises(CtdError, match="needs source point 7"):
+        s.select(np.zeros((5, 2)))
+
+
+def test_ibug68_anatomy():
+    """0-based iBUG: the subject's right eye is 36 (exocanthion) .. 39 (endocanthion); the left
+    eye mirrors it (42 endocanthion .. 45 exocanthion); flip is an involution that swaps the eyes."""
+    s = get_schema("ibug68")
+    assert s.num_landmarks == 68 and s.num_source_points == 68 and s.source_indices == tuple(range(68))
+    endo, exo = s.pfl_pair
+    assert (endo, exo) == (39, 36)
+    assert s.landmark_names[exo] == "r_exocanthion" and s.landmark_names[endo] == "r_endocanthion"
+    assert s.landmark_names[42] == "l_endocanthion" and s.landmark_names[45] == "l_exocanthion"
+    perm = s.flip_permutation()
+    np.testing.assert_array_equal(perm[perm], np.arange(68))
+    assert perm[36] == 45 and perm[39] == 42 and perm[48] == 54 and perm[0] == 16 and perm[17] == 26
+    assert [i for i in range(68) if perm[i] == i] == [8, 27, 28, 29, 30, 33, 51, 57, 62, 66]  # the midline
+    for i in range(68):  # a flip swaps r_ and l_ names and keeps the rest
+        a, b = s.landmark_names[i], s.landmark_names[perm[i]]
+        mirrored = {"r_": "l_", "l_": "r_"}.get(a[:2], a[:2]) + a[2:]
+        assert b == mirrored or not a.startswith(("r_", "l_")), (a, b)
+    assert LandmarkSchema.from_json(s.to_json()) == s
+
+
 def test_json_round_trip_and_user_file(tmp_path):
     s = get_schema("imm58")
     assert LandmarkSchema.from_json(s.to_json()) == s
@@ -60,7 +100,7 @@ def test_bad_schemas_name_the_problem(tmp_path):
         LandmarkSchema("x", ("a", "b"), (0, 1), (0, 5))
     with pytest.raises(CtdError, match="flip"):
         LandmarkSchema("x", ("a", "b", "c"), (0, 1, 2), (0, 1), flip_pairs=((0, 1), (1, 2)))
-    assert builtin_schema_names() == ["imm-eye", "imm14", "imm58"]
+    assert builtin_schema_names() == ["ibug68", "imm-eye", "imm14", "imm58"]
 
 
 def test_eye_schema_is_the_right_eye_of_imm14():

@@ -135,7 +135,8 @@ def test_data_without_the_schema_points(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     pts = np.stack([face58(200, 160, rng)[:40] for _ in range(8)])  # imm14 needs points up to 54
     make_folder(tmp_path / "data", n_images=8, n_subjects=4, points=pts)
-    err = _refused(tiny_config(tmp_path / "data", tmp_path / "run"), "needs source point 50")
+    err = _refused(tiny_config(tmp_path / "data", tmp_path / "run"),
+                   "only 40 points, but schema 'imm14' is for annotations of 58")
     assert "annotations.csv" in str(err)
 
 
