@@ -273,6 +273,12 @@ def builtin_schema_names() -> list[str]:
     return sorted(_BUILTIN)
 
 
+def builtin_schemas_for(num_points: int) -> list[str]:
+    """Names of the built-in schemas whose source annotation has `num_points` points (imm14, the
+    default, first)."""
+    return [n for n, make in _BUILTIN.items() if make().num_source_points == num_points]
+
+
 def get_schema(name_or_path: str | Path) -> LandmarkSchema:
     """A built-in schema by name, or a user schema from a JSON file."""
     key = str(name_or_path)

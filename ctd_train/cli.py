@@ -35,7 +35,7 @@ def _choice(value: str, choices: tuple[str, ...], what: str) -> str:
 def train_cmd(
     data: Path = typer.Option(..., "--data", help="Data folder (images/ + annotations.csv)."),
     out: Path = typer.Option(..., "--out", help="Run folder; running again with the same options resumes."),
-    schema: str = typer.Option("imm14", "--schema", help="Built-in schema name (imm14, imm58, imm-eye) or schema JSON file."),
+    schema: str = typer.Option("imm14", "--schema", help="Built-in schema name (imm14, imm58, imm-eye, ibug68) or schema JSON file."),
     teacher: str = typer.Option("hse-mobilenet-vggface2", "--teacher", help="Teacher name (`ctd teacher list`)."),
     teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights", help="Teacher weight file."),
     method: str = typer.Option("ctd-ed", "--method", help="fe, ftp, ft, hg, ctd-cd, ctd-ed or ctd-com."),
@@ -229,6 +229,19 @@ def _print_import(report: Any, what: str) -> None:
                   markup=False)
     for name, why in report.skipped:
         printer.print(f"  skipped {name}: {why}", markup=False)
+    printer.print(schema_hint(report.num_points), markup=False)
+
+
+def schema_hint(num_points: int) -> str:
+    """Which --schema trains on a folder of `num_points`-point annotations."""
+    from ctd_runtime.schema import builtin_schemas_for
+
+    names = builtin_schemas_for(num_points)
+    if names:
+        return (f"{num_points} points per image: train with --schema {names[0]}"
+                + (f" (or {', '.join(names[1:])})" if len(names) > 1 else ""))
+    return (f"{num_points} points per image: no built-in schema has {num_points} points; write a schema JSON "
+            f"with num_source_points {num_points} and pass its path to --schema")
 
 
 def import_imm_cmd(

@@ -134,6 +134,7 @@ def subject_of(stem: str) -> str:
 class ImportReport:
     out_dir: Path
     num_images: int = 0
+    num_points: int = 0
     linked: int = 0
     copied: int = 0
     reordered: list[tuple[str, str]] = field(default_factory=list)  # (image, eye)
@@ -165,6 +166,7 @@ def write_imported_folder(
         place_image(src, images_out / name, copy, report)
     write_annotations(out_dir, names, subjects, np.stack(points))
     report.num_images = len(names)
+    report.num_points = int(points[0].shape[0])
     return report
 
 

@@ -127,3 +127,13 @@ def test_cli_import_pts(tmp_path, capsys):
         main(["data", "import-pts", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")])
     assert ei.value.code == 2
     assert "folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_points, says", [
+    (68, "68 points per image: train with --schema ibug68"),
+    (5, "no built-in schema has 5 points; write a schema JSON with num_source_points 5"),
+])
+def test_cli_import_pts_says_which_schema(tmp_path, capsys, n_points, says):
+    _make_ibug(tmp_path / "ibug", n_points=n_points)
+    main(["data", "import-pts", str(tmp_path / "ibug"), "--out", str(tmp_path / "out")])
+    assert says in " ".join(capsys.readouterr().out.split())
