@@ -64,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-subjects", type=int, default=5)
     p.add_argument("--test-subjects", type=int, default=10)
     p.add_argument("--input-size", type=int, default=256)
+    p.add_argument("--decode", default="argmax", choices=DECODES, help="validation/test decode (the paper: argmax)")
+    p.add_argument("--lambda", dest="lambda_", type=float, default=0.002, help="distillation weight (eq 2)")
+    p.add_argument("--mu", type=float, default=2.0, help="classifier-distillation temperature (eq 3)")
+    p.add_argument("--loss-reduction", default="sum", choices=("sum", "mean", "simplebaseline"),
+                   help="scale of L_R that lambda weighs against (ctd_train.losses)")
+    p.add_argument("--ed-features", default="map", choices=("map", "pooled"))
     p.add_argument("--threshold", type=float, default=0.10, help="failure threshold (in --unit)")
     p.add_argument("--unit", default="pfl", choices=("pfl", "px", "crop_px"))
     p.add_argument("--out", type=Path, default=Path("runs/paper_table"), help="run folders (default: %(default)s)")
@@ -85,7 +91,10 @@ def run_config(args: argparse.Namespace, method: str, seed: int):
     defaults = TrainConfig(data="", out="")
     return TrainConfig(
         data=str(args.data), out=str(args.out / f"{method}-s{seed}"), teacher=args.teacher,
-        teacher_weights=None if weights is None else str(weights), method=MethodConfig(name=method),
+        teacher_weights=None if weights is None else str(weights),
+        method=MethodConfig(name=method, lambda_=args.lambda_, mu=args.mu, loss_reduction=args.loss_reduction,
+                            ed_features=args.ed_features),
+        decode=args.decode,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.hg_lr if method == "hg" else args.lr, seed=seed,
         train_subjects=None if args.train_images else args.train_subjects, train_images=args.train_images,
         val_subjects=args.val_subjects, test_subjects=args.test_subjects, input_size=args.input_size,
@@ -118,141 +127,155 @@ def _pm(d: dict[str, float], digits: int, pct: bool = False) -> str:
     return f"{f * d['mean']:.{digits}f}{suffix} ± {f * d['sd']:.{digits}f}{suffix}"
 
 
+def train_all(args: argparse.Namespace, console) -> dict[tuple[str, int], Path]:
+    """Every (method, seed) run, seed-major; finished runs are skipped, interrupted ones resume."""
+    from ctd_train.evaluate import method_label
+    from ctd_train.trainer import train
+
+    runs: dict[tuple[str, int], Path] = {}
+    for seed in args.seeds:
+        for method in args.methods:
+            cfg = run_config(args, method, seed)
+            out = Path(cfg.out)
+            if finished(out, args.epochs):
+                console.print(f"[dim]skip {out} (finished)[/]")
+            else:
+                console.print(f"[bold]{method_label(method)}[/] seed {seed} -> {out}")
+                train(cfg, progress=not args.no_progress, console=console)
+            runs[(method, seed)] = out
+    return runs
+
+
+def run_row(args: argparse.Namespace, method: str, seed: int, out: Path):
+    """(the run's test numbers and history facts, its per-image errors)."""
+    from ctd_train.evaluate import evaluate_run
+
+    report = evaluate_run(out, split="test", decode=args.decode, unit=args.unit, threshold=args.threshold,
+                          write=False)
+    s = report.evaluation.summary
+    hist = _history(out)
+    row = {
+        "method": method, "seed": seed, "run_dir": str(out), "best_epoch": report.epoch,
+        "me": s.me, "sd": s.sd, "fr": s.fr, "auc": s.auc, "n_images": s.n_images,
+        "me_px": report.evaluations["px"].summary.me,
+        "pfl_error_mean_abs": report.evaluation.pfl_error_mean_abs,
+        "best_val_me_pfl": min((h.get("val_me_pfl", float("inf")) for h in hist), default=float("inf")),
+        "train_time_s": float(sum(h.get("train_time_s", 0.0) + h.get("val_time_s", 0.0) for h in hist)),
+        "images_per_s": float(np.mean([h["images_per_s"] for h in hist])) if hist else None,
+    }
+    return row, report.evaluation.per_image
+
+
+def method_table(args: argparse.Namespace, per_run: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from ctd_train.evaluate import method_label
+
+    table = []
+    for method in args.methods:
+        rows = [r for r in per_run if r["method"] == method]
+        if rows:
+            table.append({"method": method_label(method), "seeds": [r["seed"] for r in rows],
+                          **{k: mean_sd([r[k] for r in rows]) for k in ("me", "sd", "fr", "auc", "me_px")}})
+    return table
+
+
+def decode_comparison(args: argparse.Namespace, per_run: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """Every decode on the best run by validation error (never by test error)."""
+    from ctd_train.evaluate import evaluate_run
+
+    best = min(per_run, key=lambda r: r["best_val_me_pfl"])
+    rows = []
+    for d in DECODES:
+        rep = evaluate_run(best["run_dir"], split="test", decode=d, unit=args.unit, threshold=args.threshold,
+                           write=False)
+        s = rep.evaluation.summary
+        rows.append({"decode": d, "me": s.me, "sd": s.sd, "fr": s.fr, "auc": s.auc,
+                     "me_px": rep.evaluations["px"].summary.me})
+    return best["run_dir"], rows
+
+
+def markdown(args: argparse.Namespace, meta: dict[str, Any], table: list[dict[str, Any]], best_run: str,
+             decodes: list[dict[str, Any]]) -> str:
+    from ctd_train.evaluate import format_me_sd
+
+    unit, thr, mach = args.unit, args.threshold, meta["machine"]
+    lines = [
+        "# Table 1 on IMM faces, limited labels",
+        "",
+        f"- machine: {mach['cpu']}, {mach['cores']} cores; torch {mach['torch']}",
+        f"- teacher: {args.teacher}; epochs {args.epochs}; batch {args.batch_size}; lr {args.lr:g} (HG from scratch: "
+        f"{args.hg_lr:g}; polynomial decay)",
+        f"- distillation: lambda {args.lambda_:g} at the `{args.loss_reduction}` scale of L_R, mu {args.mu:g}, "
+        f"L_ED on {args.ed_features} features",
+        f"- split: {meta['split']}; {meta['train_images_per_seed']} training and {meta['test_images_per_seed']} "
+        "test images per seed",
+        f"- errors in {unit}; FR and AUC at threshold {thr:g} {unit}; decode {args.decode}; seeds "
+        f"{' '.join(map(str, args.seeds))}",
+        f"- training time: {meta['train_time_s_total'] / 60:.1f} min in all",
+        "", "Paper layout (means over seeds):", "",
+        "| Method | ME +- SD | FR | AUC |", "|---|---|---|---|",
+    ]
+    lines += [f"| {r['method']} | {format_me_sd(r['me']['mean'], r['sd']['mean'], unit)} | "
+              f"{100 * r['fr']['mean']:.2f}% | {r['auc']['mean']:.3f} |" for r in table]
+    lines += ["", f"Mean ± sd over seeds ({len(args.seeds)} seed(s)):", "",
+              f"| Method | ME ({unit}) | SD ({unit}) | FR | AUC | ME (px) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {_pm(r['me'], 4)} | {_pm(r['sd'], 4)} | {_pm(r['fr'], 2, pct=True)} | "
+              f"{_pm(r['auc'], 3)} | {_pm(r['me_px'], 3)} |" for r in table]
+    lines += ["", f"Decode comparison on the best run by validation error ({Path(best_run).name}, test split):", "",
+              f"| Decode | ME +- SD ({unit}) | FR | AUC | ME (px) |", "|---|---|---|---|---|"]
+    lines += [f"| {d['decode']} | {format_me_sd(d['me'], d['sd'], unit)} | {100 * d['fr']:.2f}% | "
+              f"{d['auc']:.3f} | {d['me_px']:.3f} |" for d in decodes]
+    return "\n".join(lines + ["", "CED: `paper_table_ced.png`.", ""])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from rich.console import Console
 
     from ctd_runtime.atomic import write_json_atomic, write_text_atomic
     from ctd_runtime.errors import CtdError
-    from ctd_train.evaluate import evaluate_run, format_me_sd, method_label
+    from ctd_train.evaluate import method_label
     from ctd_train.plots import plot_ced
-    from ctd_train.trainer import train
 
     console = Console(stderr=True)
     if not console.is_terminal:
         console = Console(stderr=True, width=max(console.width, 160))
     t_start = time.perf_counter()
-    runs: dict[tuple[str, int], Path] = {}
     try:
-        for seed in args.seeds:
-            for method in args.methods:
-                cfg = run_config(args, method, seed)
-                out = Path(cfg.out)
-                if finished(out, args.epochs):
-                    console.print(f"[dim]skip {out} (finished)[/]")
-                else:
-                    console.print(f"[bold]{method_label(method)}[/] seed {seed} -> {out}")
-                    train(cfg, progress=not args.no_progress, console=console)
-                runs[(method, seed)] = out
+        runs = train_all(args, console)
     except CtdError as e:
         console.print(f"[bold red]error:[/] {e}")
         return 2
-
-    # ------------------------------------------------------------------ collect
-    unit, thr = args.unit, args.threshold
-    per_run: list[dict[str, Any]] = []
-    pooled: dict[str, list[np.ndarray]] = {}
+    per_run, pooled = [], {}
     for (method, seed), out in runs.items():
-        report = evaluate_run(out, split="test", unit=unit, threshold=thr, write=False)
-        s = report.evaluation.summary
-        hist = _history(out)
-        best_val = min((h.get("val_me_pfl", float("inf")) for h in hist), default=float("inf"))
-        per_run.append({
-            "method": method, "seed": seed, "run_dir": str(out), "best_epoch": report.epoch,
-            "me": s.me, "sd": s.sd, "fr": s.fr, "auc": s.auc, "n_images": s.n_images,
-            "me_px": report.evaluations["px"].summary.me,
-            "pfl_error_mean_abs": report.evaluation.pfl_error_mean_abs,
-            "best_val_me_pfl": best_val,
-            "train_time_s": float(sum(h.get("train_time_s", 0.0) + h.get("val_time_s", 0.0) for h in hist)),
-            "images_per_s": float(np.mean([h["images_per_s"] for h in hist])) if hist else None,
-        })
-        pooled.setdefault(method, []).append(report.evaluation.per_image)
-
-    table: list[dict[str, Any]] = []
-    for method in args.methods:
-        rows = [r for r in per_run if r["method"] == method]
-        if not rows:
-            continue
-        table.append({
-            "method": method_label(method),
-            **{k: mean_sd([r[k] for r in rows]) for k in ("me", "sd", "fr", "auc", "me_px")},
-            "seeds": [r["seed"] for r in rows],
-        })
-
-    # decode comparison on the best run (by validation error)
-    best = min(per_run, key=lambda r: r["best_val_me_pfl"])
-    decodes = []
-    for d in DECODES:
-        rep = evaluate_run(best["run_dir"], split="test", decode=d, unit=unit, threshold=thr, write=False)
-        s = rep.evaluation.summary
-        decodes.append({"decode": d, "me": s.me, "sd": s.sd, "fr": s.fr, "auc": s.auc,
-                        "me_px": rep.evaluations["px"].summary.me})
-
-    # ------------------------------------------------------------------ write
-    mach = machine()
+        row, per_image = run_row(args, method, seed, out)
+        per_run.append(row)
+        pooled.setdefault(method, []).append(per_image)
+    table = method_table(args, per_run)
+    best_run, decodes = decode_comparison(args, per_run)
     split_text = (f"per seed: {args.train_images} training images" if args.train_images
                   else f"per seed: {args.train_subjects} training subjects") + (
         f", {args.val_subjects} validation and {args.test_subjects} test subjects (subject-wise, "
         f"the same for every method of a seed)")
     example = runs[(args.methods[0], args.seeds[0])]
-    n_train = len(json.loads((example / "split.json").read_text())["train"])
-    n_test = per_run[0]["n_images"]
-    total_train_s = sum(r["train_time_s"] for r in per_run)
     meta = {
-        "machine": mach, "data": str(args.data), "teacher": args.teacher, "epochs": args.epochs,
+        "machine": machine(), "data": str(args.data), "teacher": args.teacher, "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "hg_lr": args.hg_lr, "seeds": args.seeds, "methods": args.methods,
-        "split": split_text, "train_images_per_seed": n_train, "test_images_per_seed": n_test,
-        "unit": unit, "threshold": thr, "input_size": args.input_size,
-        "train_time_s_total": total_train_s, "wall_time_s": time.perf_counter() - t_start,
+        "lambda": args.lambda_, "mu": args.mu, "loss_reduction": args.loss_reduction, "ed_features": args.ed_features,
+        "decode": args.decode, "split": split_text,
+        "train_images_per_seed": len(json.loads((example / "split.json").read_text())["train"]),
+        "test_images_per_seed": per_run[0]["n_images"], "unit": args.unit, "threshold": args.threshold,
+        "input_size": args.input_size, "train_time_s_total": sum(r["train_time_s"] for r in per_run),
+        "wall_time_s": time.perf_counter() - t_start,
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.results / "paper_table.json",
-                      {"meta": meta, "table": table, "runs": per_run, "decode_comparison": {"run": best["run_dir"],
-                                                                                            "rows": decodes}})
-    plot_ced({method_label(m): np.concatenate(v) for m, v in pooled.items()}, thr, unit,
+    write_json_atomic(args.results / "paper_table.json", {"meta": meta, "table": table, "runs": per_run,
+                                                           "decode_comparison": {"run": best_run, "rows": decodes}})
+    plot_ced({method_label(m): np.concatenate(v) for m, v in pooled.items()}, args.threshold, args.unit,
              args.results / "paper_table_ced.png",
              title=f"CED on IMM test subjects ({len(args.seeds)} seed(s) pooled), {args.epochs} epochs")
-
-    lines = [
-        "# Table 1 on IMM faces, limited labels",
-        "",
-        f"- machine: {mach['cpu']}, {mach['cores']} cores; torch {mach['torch']}",
-        f"- teacher: {args.teacher}; epochs {args.epochs}; batch {args.batch_size}; lr {args.lr:g} (HG from scratch: {args.hg_lr:g}; polynomial decay)",
-        f"- split: {split_text}; {n_train} training and {n_test} test images per seed",
-        f"- errors in {unit}; FR and AUC at threshold {thr:g} {unit}; decode argmax; seeds {' '.join(map(str, args.seeds))}",
-        f"- training time: {total_train_s / 60:.1f} min in all",
-        "",
-        "Paper layout (means over seeds):",
-        "",
-        "| Method | ME +- SD | FR | AUC |",
-        "|---|---|---|---|",
-    ]
-    for r in table:
-        lines.append(f"| {r['method']} | {format_me_sd(r['me']['mean'], r['sd']['mean'], unit)} | "
-                     f"{100 * r['fr']['mean']:.2f}% | {r['auc']['mean']:.3f} |")
-    lines += [
-        "",
-        f"Mean ± sd over seeds ({len(args.seeds)} seed(s)):",
-        "",
-        f"| Method | ME ({unit}) | SD ({unit}) | FR | AUC | ME (px) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in table:
-        lines.append(f"| {r['method']} | {_pm(r['me'], 4)} | {_pm(r['sd'], 4)} | {_pm(r['fr'], 2, pct=True)} | "
-                     f"{_pm(r['auc'], 3)} | {_pm(r['me_px'], 3)} |")
-    lines += [
-        "",
-        f"Decode comparison on the best run by validation error ({Path(best['run_dir']).name}, test split):",
-        "",
-        f"| Decode | ME +- SD ({unit}) | FR | AUC | ME (px) |",
-        "|---|---|---|---|---|",
-    ]
-    for d in decodes:
-        lines.append(f"| {d['decode']} | {format_me_sd(d['me'], d['sd'], unit)} | {100 * d['fr']:.2f}% | "
-                     f"{d['auc']:.3f} | {d['me_px']:.3f} |")
-    lines += ["", "CED: `paper_table_ced.png`.", ""]
-    write_text_atomic(args.results / "paper_table.md", "\n".join(lines))
-    print("\n".join(lines))
+    text = markdown(args, meta, table, best_run, decodes)
+    write_text_atomic(args.results / "paper_table.md", text)
+    print(text)
     return 0
 
 
