@@ -74,12 +74,18 @@ def export_cmd(
     engine: bool = typer.Option(
         False, "--engine", help="Also build model.plan (TensorRT FP16) + model.plan.json here (needs tensorrt + GPU)."
     ),
+    refine: Optional[Path] = typer.Option(
+        None, "--refine", help="Eye-refinement run (trained with --crop pfl): export face + eye as one two-stage graph (FP32)."
+    ),
 ) -> None:
     """Export a trained run to ONNX with ctd metadata; fails, writing nothing, unless the ONNX
     model's landmarks match PyTorch's within the tolerance. Writes model.onnx, model.fp16.onnx and
     model.int8.onnx by default; --engine adds the TensorRT engine."""
     from ctd_export.onnx_export import ExportOptions, export_run
 
+    if refine is not None:
+        _export_two_stage(run, refine, out_dir, decode, tolerance, images, max_images, which, force, threads, precision)
+        return
     options = ExportOptions(
         decode=decode, heatmaps=heatmaps, raw=raw, tolerance_px=tolerance,
         images=None if images is None else str(images), max_images=max_images, which=which,
@@ -97,6 +103,26 @@ def export_cmd(
     for name, path in result.artifacts.items():
         if name != "onnx":
             out.print(f"wrote {path}", highlight=False)
+
+
+def _export_two_stage(run: Path, refine: Path, out_dir: Path, decode: Optional[str], tolerance: float,
+                      images: Optional[Path], max_images: int, which: str, force: bool, threads: Optional[int],
+                      precision: Optional[str]) -> None:
+    """`ctd export RUN --refine EYE_RUN`: the two-stage graph, FP32 only for now."""
+    from ctd_export.cascade_export import export_cascade
+    from ctd_export.onnx_export import ExportOptions
+    from ctd_runtime.errors import CtdError
+
+    if precision is not None and parse_precisions(precision, False) != ("fp32",):
+        raise CtdError("the two-stage graph (--refine) is exported in FP32 only; FP16/INT8 variants are made "
+                       "for one-stage graphs")
+    options = ExportOptions(decode=decode, tolerance_px=tolerance, images=None if images is None else str(images),
+                            max_images=max_images, which=which, force=force, threads=threads, precisions=("fp32",))
+    config = export_cascade(run, refine, out_dir, options, log=lambda msg: out.print(msg, highlight=False))
+    parity = config["parity"]
+    out.print(f"wrote {Path(out_dir) / config['model']} (two-stage fused graph: face {config['face_run']}, eye "
+              f"{config['eye_run']}; parity mean {parity['mean_px']:.3g} px, max {parity['max_px']:.3g} px)",
+              highlight=False)
 
 
 def parse_precisions(text: str | None, raw: bool) -> tuple[str, ...]:
