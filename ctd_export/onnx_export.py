@@ -82,10 +82,10 @@ class ExportOptions:
             raise CtdError(f"unknown decode {self.decode!r}; choose from {', '.join(DECODE_METHODS)}")
         if self.raw and self.heatmaps:
             raise CtdError("--raw exports heatmaps only; --heatmaps applies to the fused graph")
-        if not self.tolerance_px > 0:
-            raise CtdError(f"tolerance must be positive, not {self.tolerance_px}")
-        if not self.heatmap_tolerance > 0:
-            raise CtdError(f"heatmap tolerance must be positive, not {self.heatmap_tolerance}")
+        if not (self.tolerance_px > 0 and np.isfinite(self.tolerance_px)):  # inf would pass any graph
+            raise CtdError(f"tolerance must be a finite number > 0 px, not {self.tolerance_px}")
+        if not (self.heatmap_tolerance > 0 and np.isfinite(self.heatmap_tolerance)):
+            raise CtdError(f"heatmap tolerance must be a finite number > 0, not {self.heatmap_tolerance}")
         if self.max_images < 1:
             raise CtdError(f"max_images must be at least 1, not {self.max_images}")
         if self.which not in ("best", "last"):

@@ -18,6 +18,7 @@ from ctd_runtime.cli import table_console
 from ctd_runtime.codec import DECODE_METHODS
 from ctd_runtime.errors import CtdError
 from ctd_runtime.metrics import ERROR_UNITS
+from ctd_runtime.options import check_number
 
 printer = Console(soft_wrap=True, highlight=False)
 
@@ -186,14 +187,18 @@ def evaluate_cmd(
     unit: str = typer.Option("pfl", "--unit", help="pfl, px, crop_px or mm (needs --pixel-spacing)."),
     threshold: float = typer.Option(0.10, "--threshold", help="Failure threshold in --unit (FR, AUC)."),
     pixel_spacing: Optional[float] = typer.Option(None, "--pixel-spacing", help="mm per source pixel."),
-    which: str = typer.Option("best", "--which", help="best or last checkpoint."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best | last (as in ctd export)."),
+    which: Optional[str] = typer.Option(None, "--which", hidden=True, help="Old name of --checkpoint."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for CSV/PNG/JSON (default: the run dir; "
                                        "for --compare the runs' common parent)."),
 ) -> None:
     """Evaluate a run (ME +- SD, FR, AUC, per-landmark and PFL errors; CSV + CED PNG), or compare runs."""
     _choice(decode, DECODE_METHODS, "decode")
     _choice(unit, ERROR_UNITS, "unit")
+    which = checkpoint if which is None else which
     _choice(which, ("best", "last"), "checkpoint")
+    check_number("--threshold", threshold, gt=0)
+    check_number("--pixel-spacing", pixel_spacing, gt=0)
     from ctd_train.evaluate import compare_runs, evaluate_run
 
     console = table_console(120)
@@ -287,6 +292,8 @@ def show_cmd(
     """Draw samples: source image with landmarks and crop box, and the crop with heatmaps."""
     from ctd_runtime.schema import get_schema
 
+    check_number("--margin", margin, ge=0)
+
     sch = get_schema(schema)
     if out_dir.exists() and not out_dir.is_dir():
         raise CtdError("output path exists and is not a folder", path=out_dir)
@@ -362,7 +369,7 @@ def teacher_check_cmd(
     golden: Optional[Path] = typer.Option(
         None, "--golden", help="golden.npz of the original implementation: compare the outputs with it."
     ),
-    size: int = typer.Option(256, "--size", help="Side of the square probe input for the shapes."),
+    size: int = typer.Option(256, "--size", min=32, help="Side of the square probe input for the shapes."),
 ) -> None:
     """Load a teacher and print its input spec, size and shapes; with --golden, compare with the
     reference outputs and exit 1 when one is beyond its tolerance."""

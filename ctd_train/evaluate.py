@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -204,10 +205,10 @@ def _check_unit(unit: str, threshold: float, pixel_spacing: float | None) -> Non
         raise CtdError(f"unknown unit {unit!r}; choose from {', '.join(ERROR_UNITS)}")
     if unit == "mm" and pixel_spacing is None:
         raise CtdError("errors in mm need --pixel-spacing (mm per source pixel)")
-    if pixel_spacing is not None and not pixel_spacing > 0:
-        raise CtdError(f"pixel spacing must be positive, not {pixel_spacing}")
-    if not threshold > 0:
-        raise CtdError(f"the failure threshold must be positive, not {threshold}")
+    if pixel_spacing is not None and not (pixel_spacing > 0 and math.isfinite(pixel_spacing)):
+        raise CtdError(f"pixel spacing must be a finite number > 0, not {pixel_spacing}")
+    if not (threshold > 0 and math.isfinite(threshold)):
+        raise CtdError(f"the failure threshold must be a finite number > 0, not {threshold}")
 
 
 def evaluate_predictions(

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from ctd_runtime.atomic import write_json_atomic, write_text_atomic
+from ctd_runtime.atomic import remove_stale_temps, write_json_atomic, write_text_atomic
 from ctd_runtime.codec import HeatmapCodec
 from ctd_runtime.errors import CtdError
 from ctd_runtime.machine import usable_cores
@@ -157,6 +157,8 @@ def prepare(config: TrainConfig) -> Setup:
 
     previous = _existing_config(out)
     resume = False
+    if previous is not None and not (out / LAST).exists():
+        previous = None  # a start that failed or was killed before its first epoch: nothing to resume
     if previous is not None:
         resolved.run_id = previous.run_id
         diffs = resolved.differences(previous)
@@ -398,14 +400,32 @@ def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopSta
     return record
 
 
-def _write_run_files(setup: Setup) -> None:
-    """config.json (new runs) and split.json: written only once the run can start."""
+def _write_run_files(setup: Setup) -> list[Path]:
+    """config.json (new runs) and split.json: written only once the run can start. Returns what a
+    start that fails before its first checkpoint must remove again (the folder too, if made here)."""
     out = setup.out
+    created: list[Path] = [] if out.exists() else [out]
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
     if not setup.resume:
         write_json_atomic(out / CONFIG_FILE, setup.config.to_dict())
+        created.append(out / CONFIG_FILE)
     names = setup.images.image_names
     write_json_atomic(out / SPLIT_FILE, {k: [names[i] for i in v] for k, v in setup.splits.items() if k != "all"})
+    if not setup.resume:  # and what its first epoch writes, should it stop halfway through it
+        created += [out / SPLIT_FILE, out / BEST, out / LAST, out / METRICS_FILE]
+    return created
+
+
+def _remove_failed_start(out: Path, created: list[Path]) -> None:
+    """Undo `_write_run_files` of a new run that stopped before its first checkpoint, so a
+    corrected rerun starts afresh instead of meeting "a run with a different config"."""
+    for path in reversed(created):
+        if path == out:
+            if out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        else:
+            path.unlink(missing_ok=True)
 
 
 def train(
@@ -430,15 +450,20 @@ def train(
     if c.channels_last:
         method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(setup)
-    _write_run_files(setup)
     iters_per_epoch = -(-len(setup.train_set) // c.batch_size)
-    state = _resume_state(setup, optimizer, iters_per_epoch, console)
-    method.train()
-    for epoch in range(state.start_epoch + 1, c.epochs + 1):
-        sums, seen, train_time = _train_epoch(setup, optimizer, state, epoch, device, console, progress)
-        record = _finish_epoch(setup, optimizer, state, epoch, sums, seen, train_time, console)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
+    created = _write_run_files(setup)
+    try:
+        state = _resume_state(setup, optimizer, iters_per_epoch, console)
+        method.train()
+        for epoch in range(state.start_epoch + 1, c.epochs + 1):
+            sums, seen, train_time = _train_epoch(setup, optimizer, state, epoch, device, console, progress)
+            record = _finish_epoch(setup, optimizer, state, epoch, sums, seen, train_time, console)
+            created = []  # a checkpoint exists: the run can be resumed, its files stay
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+    except BaseException:
+        _remove_failed_start(out, created)
+        raise
 
     if state.history:
         _write_metrics(out, state.history)

@@ -7,13 +7,17 @@ station commands work on a runtime-only install.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from typing import Iterator
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from ctd_runtime import __version__
+from ctd_runtime.cli.group import CtdGroup
 from ctd_runtime.errors import CtdError
 
 console = Console(stderr=True)
@@ -37,7 +41,8 @@ def _version_callback(value: bool) -> None:
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="ctd",
-        help="Facial anatomical landmarks for PFL measurement: train, evaluate, export, infer, bench.",
+        cls=CtdGroup,
+        help="Facial anatomical landmarks for PFL measurement: train a model, export it, measure on the station.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
@@ -59,6 +64,25 @@ def build_app() -> typer.Typer:
     return app
 
 
+@contextlib.contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """SIGTERM ends a command like Ctrl-C does (exit 143), through every `finally`, so temporary
+    files are removed (ctd_runtime.atomic); a command that serves until stopped installs its own.
+    The previous handler is back afterwards (main() called from Python, e.g. by tests)."""
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: CtdError becomes a one-line red message and exit code 2.
 
@@ -67,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     """
     app = build_app()
     try:
-        app(args=argv, prog_name="ctd")
+        with _exit_on_sigterm():
+            app(args=argv, prog_name="ctd")
     except SystemExit as e:  # click ends every standalone run this way; success returns normally
         if e.code not in (0, None):
             raise

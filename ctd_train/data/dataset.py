@@ -94,12 +94,12 @@ class LandmarkCropDataset(Dataset):
         self.epoch = 0
         if self.seed < 0:
             raise CtdError(f"seed must be >= 0, not {seed}")
-        if margin < 0:
-            raise CtdError(f"crop margin must be >= 0, not {margin}")
+        if not (margin >= 0 and np.isfinite(margin)):  # NaN would crop nothing: black crops, NaN targets
+            raise CtdError(f"crop margin must be a finite number >= 0, not {margin}")
         if crop not in CROP_RULES:
             raise CtdError(f"unknown crop rule {crop!r}; choose from {', '.join(CROP_RULES)}")
-        if not crop_scale > 0:
-            raise CtdError(f"crop_scale must be > 0, not {crop_scale}")
+        if not (crop_scale > 0 and np.isfinite(crop_scale)):
+            raise CtdError(f"crop_scale must be a finite number > 0, not {crop_scale}")
         self.crop = crop
         self.crop_scale = float(crop_scale)
         self.box_points = box_points

@@ -81,13 +81,13 @@ def write_samples(
     order = np.random.default_rng(seed).permutation(len(images))[: min(n, len(images))]
     ds = LandmarkCropDataset(images, sorted(int(i) for i in order), schema, _IDENTITY, codec, cfg, margin, seed,
                              cache_images=False)
+    pictures = [render_sample(ds, i) for i in range(len(ds))]  # every image read before any file is written
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CtdError(f"cannot create the output folder: {e.strerror}", path=out_dir) from None
     written = []
-    for i in range(len(ds)):
-        picture = render_sample(ds, i)
+    for i, picture in enumerate(pictures):
         ok, buf = cv2.imencode(".png", picture)
         if not ok:
             raise CtdError("PNG encoding failed", path=out_dir)

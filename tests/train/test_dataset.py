@@ -147,7 +147,8 @@ def test_flip_refused_for_one_eye_schema(imm_like):
 
 def test_schema_needing_more_points(dots):
     data = read_annotations(dots)
-    with pytest.raises(CtdError, match="needs source point 21") as ei:
+    with pytest.raises(CtdError, match=f"has only {data.num_points} points, but schema 'imm14' is for "
+                                       "annotations of 58") as ei:
         LandmarkCropDataset(data, None, get_schema("imm14"), NORM)
     assert ei.value.path == dots / "annotations.csv"
     with pytest.raises(CtdError, match="outside"):
