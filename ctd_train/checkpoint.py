@@ -107,10 +107,7 @@ def read_checkpoint(
             fh.read(1)
     except OSError as e:
         raise CtdError(f"cannot read checkpoint: {e.strerror or e}", path=path) from None
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # zip/pickle errors of a truncated or foreign file
-        raise CtdError(f"corrupt or not a ctd checkpoint ({type(e).__name__}: {e})", path=path) from None
+    ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CtdError("not a ctd checkpoint (no ctd-checkpoint format marker)", path=path)
     missing = [k for k in _REQUIRED if k not in ckpt]
@@ -138,6 +135,21 @@ def read_checkpoint(
                 path=path,
             )
     return ckpt
+
+
+def _torch_load(path: Path) -> Any:
+    """torch.load with weights_only=True; one line naming the file when it fails. PyTorch's own
+    text is left out: ~400 characters for a truncated zip, and for a foreign pickle the advice
+    to retry with weights_only=False, which would run whatever code the file holds."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" of a foreign file
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # zip, pickle and unpickler-policy errors of a truncated or foreign file
+        raise CtdError(f"cannot read the checkpoint ({path.stat().st_size} bytes): truncated, or not a ctd checkpoint",
+                       path=path) from None
 
 
 @dataclass
