@@ -218,3 +218,39 @@ def read_column(csv_path: str | Path, column: str, images: Sequence[str], key: s
     if missing:
         raise CtdError(f"{len(missing)} image(s) have no row, e.g. {missing[0]!r}", path=csv_path)
     return [by_image[im] for im in images]
+
+
+# ---------------------------------------------------------------------------------------------
+# one report: the breakdown by a column and the test-retest of its two values
+
+
+@dataclass
+class GroupedReport:
+    """Errors per value of `column`, and (given `repeat`) the test-retest PFL difference between
+    each subject's two images of those values, for the predictions and for the annotation."""
+
+    column: str
+    by_value: list[ValueErrors]
+    repeat: tuple[str, str] | None
+    retest_pred: RetestSummary | None
+    retest_truth: RetestSummary | None
+
+    def to_dict(self) -> dict:
+        return {"column": self.column, "by_value": [asdict(v) for v in self.by_value],
+                "repeat": list(self.repeat) if self.repeat else None,
+                "retest_pred": asdict(self.retest_pred) if self.retest_pred else None,
+                "retest_truth": asdict(self.retest_truth) if self.retest_truth else None}
+
+
+def grouped_report(pred: np.ndarray, gt: np.ndarray, values: Sequence[str], subjects: Sequence[str],
+                   pfl_pair: Pair, column: str, repeat: tuple[str, str] | None = None,
+                   unit: str = "pfl") -> GroupedReport:
+    """`errors_by_value` over `values` (one per image) and, given `repeat` = (a, b), the
+    test-retest of every subject's value-a image against its value-b image."""
+    by_value = errors_by_value(values, pred, gt, pfl_pair, unit=unit)
+    retest_pred = retest_truth = None
+    if repeat is not None:
+        pairs = pairs_of_values(list(subjects), list(values), str(repeat[0]), str(repeat[1]))
+        retest_pred, retest_truth = retest(pred, pfl_pair, pairs), retest(gt, pfl_pair, pairs)
+    return GroupedReport(column, by_value, None if repeat is None else (str(repeat[0]), str(repeat[1])),
+                         retest_pred, retest_truth)

@@ -182,8 +182,9 @@ def evaluate_cmd(
     runs: List[Path] = typer.Argument(..., help="Run folder (or several with --compare)."),
     compare: bool = typer.Option(False, "--compare", help="Compare several runs in one table and CED plot."),
     data: Optional[Path] = typer.Option(None, "--data", help="Data folder (default: the run's)."),
-    split: str = typer.Option("test", "--split", help="train, val, test or all (the run's subject split)."),
-    decode: str = typer.Option("argmax", "--decode", help="argmax, quarter or dark."),
+    split: Optional[str] = typer.Option(
+        None, "--split", help="train, val, test or all (the run's subject split; default test, or all for another --data)."),
+    decode: Optional[str] = typer.Option(None, "--decode", help="argmax, quarter or dark (default: the run's own)."),
     unit: str = typer.Option("pfl", "--unit", help="pfl, px, crop_px or mm (needs --pixel-spacing)."),
     threshold: float = typer.Option(0.10, "--threshold", help="Failure threshold in --unit (FR, AUC)."),
     pixel_spacing: Optional[float] = typer.Option(None, "--pixel-spacing", help="mm per source pixel."),
@@ -191,9 +192,15 @@ def evaluate_cmd(
     which: Optional[str] = typer.Option(None, "--which", hidden=True, help="Old name of --checkpoint."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for CSV/PNG/JSON (default: the run dir; "
                                        "for --compare the runs' common parent)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Break errors down by this column of --metadata (e.g. image_type)."),
+    repeat: Optional[str] = typer.Option(
+        None, "--repeat", help="A,B: test-retest PFL difference between each subject's images of values A and B of --by."),
+    metadata: Optional[Path] = typer.Option(None, "--metadata", help="Per-image CSV for --by (default DATA/metadata.csv)."),
 ) -> None:
     """Evaluate a run (ME +- SD, FR, AUC, per-landmark and PFL errors; CSV + CED PNG), or compare runs."""
-    _choice(decode, DECODE_METHODS, "decode")
+    if decode is not None:
+        _choice(decode, DECODE_METHODS, "decode")
+    pair = _repeat_pair(repeat, by)
     _choice(unit, ERROR_UNITS, "unit")
     which = checkpoint if which is None else which
     _choice(which, ("best", "last"), "checkpoint")
@@ -203,11 +210,11 @@ def evaluate_cmd(
 
     console = table_console(120)
     if compare:
-        comp = compare_runs(runs, data=data, split=split, decode=decode, threshold=threshold, unit=unit,
+        comp = compare_runs(runs, data=data, split=split or "test", decode=decode or "argmax", threshold=threshold, unit=unit,
                             pixel_spacing=pixel_spacing, out_dir=_compare_dir(runs, out))
         console.print(_summary_table(
             [(lab, r.evaluation.summary) for lab, r in zip(comp.labels, comp.reports)], unit, threshold,
-            f"{split} split, decode {decode}",
+            f"{split or 'test'} split, decode {decode or 'argmax'}",
         ))
         for kind, path in comp.files.items():
             console.print(f"wrote {kind}: {path}", highlight=False)
@@ -217,6 +224,41 @@ def evaluate_cmd(
     report = evaluate_run(runs[0], data=data, split=split, decode=decode, threshold=threshold, unit=unit,
                           pixel_spacing=pixel_spacing, which=which, out_dir=out)
     print_report(report, console)
+    if by is not None:
+        print_grouped(report, by, pair, metadata, console)
+
+
+def _repeat_pair(repeat: Optional[str], by: Optional[str]) -> tuple[str, str] | None:
+    if repeat is None:
+        return None
+    if by is None:
+        raise CtdError("--repeat pairs two values of the --by column: give --by too")
+    parts = [p.strip() for p in repeat.split(",")]
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        raise CtdError(f"--repeat takes two different values A,B, not {repeat!r}")
+    return parts[0], parts[1]
+
+
+def print_grouped(report: Any, column: str, repeat: tuple[str, str] | None, metadata: Optional[Path],
+                  console: Console) -> None:
+    """Errors per value of `column` and the test-retest PFL difference of the model and of the
+    annotation (the floor no model can beat against it)."""
+    from ctd_runtime.repeatability import grouped_report, read_column
+
+    csv_path = metadata if metadata is not None else Path(report.data) / "metadata.csv"
+    values = read_column(csv_path, column, report.image_names)
+    g = grouped_report(report.pred, report.gt, values, report.subjects, report.pfl_pair, column, repeat)
+    t = Table(title=f"errors by {column}", caption=f"ME in {g.by_value[0].unit if g.by_value else 'pfl'}; PFL errors as a fraction of the true PFL")
+    for col in (column, "images", "ME", "mean |PFL error|", "mean signed PFL error"):
+        t.add_column(col, justify="left" if col == column else "right")
+    for v in g.by_value:
+        t.add_row(v.value, str(v.n_images), f"{v.me:.4g}", f"{v.pfl_abs:.4g}", f"{v.pfl_signed:+.4g}")
+    console.print(t)
+    if g.retest_pred is not None and g.retest_truth is not None:
+        console.print(
+            f"test-retest ({column} {repeat[0]} vs {repeat[1]}, {g.retest_pred.n_pairs} subjects): model "
+            f"{100 * g.retest_pred.mean:.2f}% of PFL ({g.retest_pred.mean_px:.2f} px), annotation "
+            f"{100 * g.retest_truth.mean:.2f}% ({g.retest_truth.mean_px:.2f} px)", highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------

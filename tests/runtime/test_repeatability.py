@@ -123,3 +123,22 @@ def test_read_column(tmp_path):
         read_column(meta, "image_type", ["02-1m.jpg"])
     with pytest.raises(CtdError, match="cannot read"):
         read_column(tmp_path / "absent.csv", "image_type", [])
+
+
+def test_grouped_report_of_predictions_and_truth():
+    """Two subjects with types 1 and 5: the model's PFL moves 10% between the captures of subject a
+    and not at all for b, the annotation never; the breakdown counts each type."""
+    from ctd_runtime.repeatability import grouped_report
+
+    def eye(length):
+        return np.array([[0.0, 0.0], [length, 0.0]])
+
+    gt = np.stack([eye(40), eye(40), eye(30), eye(30)])
+    pred = np.stack([eye(40), eye(44), eye(30), eye(30)])
+    r = grouped_report(pred, gt, ["1", "5", "1", "5"], ["a", "a", "b", "b"], (1, 0), "image_type", ("1", "5"))
+    assert r.retest_pred.n_pairs == 2 and r.retest_truth.n_pairs == 2
+    assert r.retest_pred.mean == pytest.approx((4 / 42 + 0) / 2)
+    assert r.retest_truth.mean == 0.0
+    assert [v.value for v in r.by_value] == ["1", "5"] and [v.n_images for v in r.by_value] == [2, 2]
+    assert r.by_value[1].pfl_abs == pytest.approx(0.05)
+    assert r.to_dict()["repeat"] == ["1", "5"]

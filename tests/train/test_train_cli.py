@@ -102,3 +102,30 @@ def test_train_options_reach_the_saved_config(data, tmp_path):
     assert cfg["lr"] == defaults.lr and cfg["crop_scale"] == defaults.crop_scale
     res = CliRunner().invoke(build_app(), _train_args(data, tmp_path / "bad", "--loss-reduction", "max"))
     assert res.exit_code != 0 and not (tmp_path / "bad").exists()
+
+
+def test_evaluate_by_image_type_with_test_retest(data, tmp_path):
+    """`--by` reads the per-image column from a metadata CSV; `--repeat 1,5` pairs each subject's
+    two images and reports the model's and the annotation's PFL differences."""
+    import csv as _csv
+
+    runner, app = CliRunner(), build_app()
+    run = tmp_path / "run"
+    assert runner.invoke(app, _train_args(data, run, "--method", "ft")).exit_code == 0
+    names = [r["image"] for r in _csv.DictReader((data / "annotations.csv").open())]
+    subjects = [r["subject"] for r in _csv.DictReader((data / "annotations.csv").open())]
+    meta = tmp_path / "meta.csv"
+    seen: dict[str, int] = {}
+    with meta.open("w", newline="") as f:
+        w = _csv.writer(f)
+        w.writerow(["image", "image_type"])
+        for n, s in zip(names, subjects):
+            seen[s] = seen.get(s, 0) + 1
+            w.writerow([n, "1" if seen[s] == 1 else "5"])
+    res = runner.invoke(app, ["evaluate", str(run), "--split", "all", "--by", "image_type", "--repeat", "1,5",
+                              "--metadata", str(meta)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    text = " ".join(res.output.split())
+    assert "errors by image_type" in text and "test-retest (image_type 1 vs 5, 4 subjects)" in text
+    res = runner.invoke(app, ["evaluate", str(run), "--repeat", "1,5"])
+    assert res.exit_code != 0 and "give --by too" in str(res.exception)
