@@ -47,7 +47,7 @@ class TrainConfig:
     teacher: str = "hse-mobilenet-vggface2"
     teacher_weights: str | None = None
     method: MethodConfig = field(default_factory=lambda: MethodConfig(name="ctd-ed"))
-    epochs: int = 150
+    epochs: int = 30            # the recipe: 30 epochs with every training subject (README, benchmarks/cascade.py)
     batch_size: int = 2
     lr: float = 1e-4            # measured: 1e-3 (the paper's, for a BN ResNet) wipes out the HSE MobileNet's features
     lr_power: float = 0.9
