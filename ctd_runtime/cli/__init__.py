@@ -56,11 +56,12 @@ def build_app() -> typer.Typer:
     ) -> None:
         """ctd: cross-task distilled facial landmark detection for the edge."""
 
-    from ctd_runtime.cli import engine
+    from ctd_runtime.cli import engine, infer
     from ctd_runtime.cli.plugins import add_plugin_commands
 
     add_plugin_commands(app)
     engine.register(app)
+    infer.register(app)
     return app
 
 
