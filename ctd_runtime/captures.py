@@ -48,19 +48,27 @@ def capture_kind(path: Path) -> str | None:
     return "image" if suffix in IMAGE_SUFFIXES else None
 
 
-def mesh_companions(obj: Path) -> list[Path]:
-    """The material libraries an OBJ names and the textures they name, resolved (best effort: an
-    unreadable OBJ or MTL names nothing here; reading the capture reports it)."""
-    found: list[Path] = []
+def mtllib_paths(obj: Path) -> list[Path]:
+    """The material libraries an OBJ names (a scan of its lines; [] when it cannot be read)."""
     try:
         with obj.open("r", encoding="utf-8", errors="replace") as f:
-            libs = [line.split(None, 1)[1].strip() for line in f if line.startswith("mtllib") and " " in line.strip()]
-        for lib in libs:
-            mtl = (obj.parent / lib).resolve()
-            found.append(mtl)
+            names = [line.split(None, 1)[1].strip() for line in f if line.startswith("mtllib") and " " in line.strip()]
+    except OSError:
+        return []
+    return [(obj.parent / name).resolve() for name in names]
+
+
+def mesh_companions(obj: Path, libs: list[Path] | None = None) -> list[Path]:
+    """The material libraries of an OBJ (`libs`, or read from it) and the textures they name,
+    resolved (best effort: an MTL that cannot be read, or names a missing texture, names none
+    here; reading the capture reports it)."""
+    found: list[Path] = []
+    for mtl in mtllib_paths(obj) if libs is None else libs:
+        found.append(mtl)
+        try:
             found += [p.resolve() for p in read_mtl_textures(mtl).values() if p is not None]
-    except (OSError, CtdError, IndexError):
-        pass
+        except CtdError:
+            pass
     return found
 
 

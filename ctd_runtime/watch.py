@@ -14,6 +14,9 @@ mtime) of the files it was made from, so after a restart a capture with a result
 signature is not measured again, one without a result (or whose files changed since) is. A
 capture whose files change while it is measured is measured again when they settle.
 
+A 3dMD capture is best written OBJ and MTL first and texture last, or moved in as a whole
+folder: a texture that is complete before any OBJ names it is measured as an image of its own.
+
 `run` returns when `stop` is set (the CLI sets it on SIGINT and SIGTERM), after the capture in
 hand is finished: never a half-written result.
 """
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from ctd_runtime.atomic import write_text_atomic
-from ctd_runtime.captures import Capture, find_captures, is_image_name, mesh_companions
+from ctd_runtime.captures import Capture, find_captures, is_image_name, mesh_companions, mtllib_paths
 from ctd_runtime.errors import CtdError
 from ctd_runtime.infer import InferOptions, error_result, measure_capture
 from ctd_runtime.landmarker import Landmarker
@@ -77,7 +80,7 @@ class Watcher:
     log: Callable[[str], None] = print
     _done: dict[Path, Signature] = field(default_factory=dict)
     _pending: dict[Path, _Pending] = field(default_factory=dict)
-    _companion_cache: dict[tuple[Path, int, int], list[Path]] = field(default_factory=dict)
+    _mtllibs: dict[tuple[Path, int, int], list[Path]] = field(default_factory=dict)
 
     def run(self, stop: threading.Event) -> None:
         """Poll until `stop` is set."""
@@ -141,15 +144,15 @@ class Watcher:
         return [capture.path, sidecar_path(capture.path)]
 
     def _companions(self, obj: Path) -> list[Path]:
-        """mesh_companions, read again only when the OBJ changes (a 3dMD OBJ is ~10 MB)."""
+        """mesh_companions; the OBJ (~10 MB for 3dMD) is scanned for its mtllib lines only when it changes."""
         try:
             st = obj.stat()
         except OSError:
             return []
         key = (obj, st.st_size, st.st_mtime_ns)
-        if key not in self._companion_cache:
-            self._companion_cache[key] = mesh_companions(obj)
-        return self._companion_cache[key]
+        if key not in self._mtllibs:
+            self._mtllibs[key] = mtllib_paths(obj)
+        return mesh_companions(obj, self._mtllibs[key])
 
     def _cached_textures(self, obj: Path) -> set[Path]:
         return {p for p in self._companions(obj) if is_image_name(p)}
