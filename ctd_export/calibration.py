@@ -6,7 +6,7 @@ A sample is (image uint8 [1, H, W, 3] BGR, crop affine float32 [1, 2, 3]): one f
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -62,27 +62,35 @@ def parity_samples(images: Sequence[np.ndarray], crops: np.ndarray) -> list[Samp
 
 class FusedCalibrationReader:
     """ONNX Runtime `CalibrationDataReader` feeding (image, crop) samples, one per call, to the
-    fused graph's two inputs (by position: image first, crop second)."""
+    fused graph's two inputs (by position: image first, crop second). `on_sample(done, total)`
+    hears of each sample handed out (the calibration's progress)."""
 
-    def __init__(self, samples: Sequence[Sample], input_names: Sequence[str] = ("image", "crop")):
+    def __init__(self, samples: Sequence[Sample], input_names: Sequence[str] = ("image", "crop"),
+                 on_sample: Callable[[int, int], None] | None = None):
         if not samples:
             raise CtdError("no calibration samples")
         self.samples = list(samples)
         self.input_names = tuple(input_names)
+        self.on_sample = on_sample
         self._it: Iterator[Sample] | None = None
+        self._given = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._it is None:
             self._it = iter(self.samples)
         sample = next(self._it, None)
+        if self.on_sample is not None:  # asked for the next one: the ones before have been run
+            self.on_sample(self._given, len(self.samples))
         if sample is None:
             return None
+        self._given += 1
         image, crop = sample
         return {self.input_names[0]: np.ascontiguousarray(image, np.uint8),
                 self.input_names[1]: np.ascontiguousarray(crop, np.float32)}
 
     def rewind(self) -> None:
         self._it = None
+        self._given = 0
 
     def __len__(self) -> int:
         return len(self.samples)

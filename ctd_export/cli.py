@@ -92,7 +92,10 @@ def export_cmd(
         schema=schema, force=force, threads=threads, precisions=parse_precisions(precision, raw),
         calibration=calibration, calibration_images=calib_images, engine=engine,
     )
-    result = export_run(run, out_dir, options, log=lambda msg: out.print(msg, highlight=False))
+    from ctd_export.progress import ConsoleProgress
+
+    shown = ConsoleProgress(out)
+    result = export_run(run, out_dir, options, log=shown.log, progress=shown.progress)
     print_parity(result.parity, result.parity_source)
     meta = result.metadata
     out.print(

@@ -20,10 +20,9 @@ with `tensorrt_compatible=True`.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx
@@ -33,7 +32,7 @@ from ctd_export.calibration import FusedCalibrationReader, Sample, as_ort_reader
 from ctd_export.metadata import load_checked_model, read_metadata_props, set_metadata_props, write_converted_metadata
 from ctd_export.network_region import PREDICTOR_SCOPE, ensure_node_names, network_region, output_layers
 from ctd_runtime.artifacts import onnx_variant
-from ctd_runtime.atomic import atomic_path
+from ctd_runtime.atomic import atomic_path, temp_dir
 from ctd_runtime.errors import CtdError
 
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
@@ -203,8 +202,10 @@ def excluded_nodes(pre: onnx.ModelProto, region: Sequence[str], config: Int8Conf
 
 
 def _quantize_static(work: Path, out: Path, samples: Sequence[Sample], input_names: Sequence[str],
-                     exclude: Sequence[str], config: Int8Config) -> onnx.ModelProto:
-    """ONNX Runtime's static QDQ quantisation of `work` into `out`, calibrated on `samples`."""
+                     exclude: Sequence[str], config: Int8Config,
+                     on_sample: Callable[[int, int], None] | None = None) -> onnx.ModelProto:
+    """ONNX Runtime's static QDQ quantisation of `work` into `out`, calibrated on `samples`
+    (`on_sample(done, total)` follows the calibration)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -212,7 +213,7 @@ def _quantize_static(work: Path, out: Path, samples: Sequence[Sample], input_nam
     quantize_static(
         str(work),
         str(out),
-        as_ort_reader(FusedCalibrationReader(samples, input_names)),
+        as_ort_reader(FusedCalibrationReader(samples, input_names, on_sample)),
         quant_format=QuantFormat.QDQ,
         op_types_to_quantize=None if "all" in config.op_types else list(config.op_types),
         per_channel=config.per_channel,
@@ -235,9 +236,12 @@ def quantize_int8(
     dst: str | Path | None = None,
     config: Int8Config | None = None,
     calibration_source: str = "",
+    on_sample: Callable[[int, int], None] | None = None,
 ) -> Int8Result:
     """Write the INT8 QDQ variant of the FP32 fused ONNX `src` (default model.int8.onnx beside
-    it), atomically, calibrated on `samples`; `ctd.precision=int8`, details in `ctd.int8`."""
+    it), atomically, calibrated on `samples` (`on_sample(done, total)` follows the calibration);
+    `ctd.precision=int8`, details in `ctd.int8`. The work files live in a temporary folder
+    beside `dst` (ctd_runtime.atomic.temp_dir), so a killed export's are found and removed."""
     import onnxruntime
 
     config = config or Int8Config()
@@ -247,11 +251,11 @@ def quantize_int8(
     model, meta = load_checked_model(src, "fp32")
     region, how = network_region(model, config.scope)
     samples = list(samples)[: config.num_images]
-    with tempfile.TemporaryDirectory(prefix="ctd-int8-") as tmp:
-        work, pre = _prepared(model, Path(tmp), config)
+    with temp_dir(dst.parent, dst.name) as tmp:
+        work, pre = _prepared(model, tmp, config)
         exclude = excluded_nodes(pre, region, config, src)
-        qmodel = _quantize_static(work, Path(tmp) / "int8.onnx", samples, [i.name for i in model.graph.input],
-                                  exclude, config)
+        qmodel = _quantize_static(work, tmp / "int8.onnx", samples, [i.name for i in model.graph.input],
+                                  exclude, config, on_sample)
     n_float_biases = float_biases(qmodel) if config.tensorrt_compatible else 0
     counts = _quantized_ops(qmodel)  # after float_biases: a bias DQ is not a quantised operator
     result = Int8Result(
@@ -303,8 +307,10 @@ def int8_post_step(config: Int8Config | None = None):
 
         result = context.result
         samples = run_config_samples(context.run, config.num_images, config.seed)
+        progress = getattr(context, "progress", None)
         res = quantize_int8(result.model_path, samples, config=config,
-                            calibration_source=f"training split of run {context.run.run_id}")
+                            calibration_source=f"training split of run {context.run.run_id}",
+                            on_sample=None if progress is None else lambda i, n: progress("int8 calibration", i, n))
         parity = parity_samples(context.images, context.crops)
         result.artifacts["int8"] = res.path
         result.reports["int8"] = {

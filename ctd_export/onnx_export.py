@@ -2,7 +2,8 @@
 
     export_run(run_dir, out_dir, options) -> ExportResult
 
-1. check the output folder (not a file; no model.onnx there unless `force`);
+1. check the output folder (not a file) and remove what a killed export left there
+   (`ctd_runtime.atomic.remove_stale_temps`);
 2. load the run (`ctd_train.checkpoint.load_run`: CtdError for an unreadable checkpoint or one
    from another ctd version or, given `options.schema`, another schema);
 3. build the fused graph (`FusedLandmarkModel`) or take the plain predictor (`raw`), export it
@@ -16,11 +17,15 @@
    entries to `result.reports`: model.fp16.onnx and model.int8.onnx as `options.precisions` asks
    (fused graphs only), with `options.engine` model.plan (TensorRT, from model.fp16.onnx, gated
    like model.onnx: `ctd_export.engine_step`), then `options.post_steps`;
-6. write export_config.json LAST (the resolved options, the run, the parity numbers and every
-   file that was written), also when a step of 5 fails.
+6. export_config.json is rewritten after model.onnx and after every step (also a failed one):
+   it lists what is written (with each file's SHA-256) and which steps are pending, done or
+   failed, never what was only planned.
 
 A failure before step 4 ends leaves nothing behind (a folder this call created is removed again);
-with `options.engine` a missing TensorRT is reported before anything is exported.
+with `options.engine` a missing TensorRT is reported before anything is exported. A folder that
+already holds this export's model.onnx (same run and options, same bytes) is completed without
+`force`: only the steps it lacks are run (`ctd_export.resume`); another export's model.onnx is
+refused. Each step prints as it starts and ends through `log`; long loops report to `progress`.
 """
 
 from __future__ import annotations
@@ -37,7 +42,10 @@ import numpy as np
 
 import ctd_runtime
 from ctd_runtime.artifacts import ONNX_PRECISIONS
-from ctd_runtime.atomic import atomic_path, write_json_atomic
+from ctd_export.progress import timed_step
+from ctd_export.resume import (STEP_ARTIFACTS, check_existing_model, derived_files, file_sha256, read_previous_config,
+                               same_bytes, step_done)
+from ctd_runtime.atomic import atomic_path, remove_stale_temps, write_json_atomic
 from ctd_runtime.codec import DECODE_METHODS
 from ctd_runtime.errors import CtdError
 from ctd_runtime.model_meta import ModelMetadata, version_major
@@ -139,8 +147,12 @@ class ExportResult:
     ops: dict[str, int]
     artifacts: dict[str, Path] = field(default_factory=dict)
     reports: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, str] = field(default_factory=dict)   # step -> pending | done | failed
+    complete: bool = False                                 # every step done
 
     def to_dict(self) -> dict[str, Any]:
+        """What export_config.json holds: the options asked for, and what is written (artifacts,
+        with the SHA-256 of each file) and what is not yet (steps)."""
         return {
             "ctd_version": ctd_runtime.__version__,
             "run_dir": str(self.run_dir),
@@ -154,6 +166,9 @@ class ExportResult:
             "parity": {**self.parity.to_dict(), "source": self.parity_source},
             "ops": self.ops,
             "artifacts": {k: str(Path(v).name) for k, v in self.artifacts.items()},
+            "files": {Path(v).name: file_sha256(v) for v in self.artifacts.values() if Path(v).is_file()},
+            "steps": self.steps,
+            "complete": self.complete,
             "reports": self.reports,
         }
 
@@ -173,6 +188,7 @@ class ExportContext:
     gate_model: Any = None
     reference: Any = None               # ctd_export.parity.TorchReference of images and crops
     log: Callable[[str], None] | None = None  # progress lines (the engine build's)
+    progress: Callable[[str, int, int], None] | None = None  # (label, done, total) of a long loop
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,11 +329,13 @@ def without_output(model: Any, name: str) -> Any:
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:
+    """Refuse a file as output folder, and (without `force`) a model.onnx that no export_config.json
+    vouches for; whether a vouched-for one is this export's is decided once the run is loaded."""
     if out_dir.exists() and not out_dir.is_dir():
         raise CtdError("output path exists and is not a folder", path=out_dir)
-    model = out_dir / MODEL_FILE
-    if model.exists() and not force:
-        raise CtdError("already holds a model.onnx; use --force to overwrite it", path=out_dir)
+    if not force and (out_dir / MODEL_FILE).exists() and read_previous_config(out_dir / EXPORT_CONFIG_FILE) is None:
+        raise CtdError(f"already holds a model.onnx without the {EXPORT_CONFIG_FILE} of its export; use --force "
+                       "to overwrite it", path=out_dir)
 
 
 def _check_run(run: Any, options: ExportOptions) -> None:
@@ -372,9 +390,11 @@ def _graphs(run: Any, options: ExportOptions, decode: str, graph: str) -> tuple[
 
 
 def _write_gated(run: Any, out_dir: Path, gate: tuple[Any, ModelMetadata], model: Any, reference: Any,
-                 options: ExportOptions) -> Any:
+                 options: ExportOptions, keep_existing: bool = False) -> Any:
     """Write model.onnx only when the gate graph passes the parity gate; the ParityReport. A
-    failure leaves nothing (and removes the folder if this export created it)."""
+    failure leaves nothing (and removes the folder if this export created it). With
+    `keep_existing` the folder's model.onnx, already checked to be exactly `model` (a rerun
+    completing an export), is gated and left as it is."""
     import onnx
 
     from ctd_export.parity import check_parity
@@ -396,8 +416,12 @@ def _write_gated(run: Any, out_dir: Path, gate: tuple[Any, ModelMetadata], model
                     "nothing was written",
                     path=out_dir,
                 )
+            if keep_existing:
+                raise _KeepExisting()
             if model is not gate_model:
                 onnx.save(model, str(tmp))
+    except _KeepExisting:
+        pass
     except BaseException:
         if created and out_dir.is_dir() and not any(out_dir.iterdir()):
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -406,32 +430,43 @@ def _write_gated(run: Any, out_dir: Path, gate: tuple[Any, ModelMetadata], model
     return report
 
 
-def export_steps(options: ExportOptions) -> list[PostStep]:
-    """The steps after model.onnx, in order: FP16, INT8 (as `written_precisions` says), the
-    engine, then `options.post_steps`."""
-    steps: list[PostStep] = []
+class _KeepExisting(Exception):
+    """Leaves `atomic_path` without renaming its temporary over the existing model.onnx."""
+
+
+def export_steps(options: ExportOptions) -> list[tuple[str, PostStep]]:
+    """The named steps after model.onnx, in order: fp16, int8 (as `written_precisions` says),
+    engine, then `options.post_steps` (named after their functions)."""
+    steps: list[tuple[str, PostStep]] = []
     written = options.written_precisions()
     if "fp16" in written:
         from ctd_export.fp16 import fp16_post_step
 
-        steps.append(fp16_post_step)
+        steps.append(("fp16", fp16_post_step))
     if "int8" in written:
         from ctd_export.int8 import int8_post_step
 
-        steps.append(int8_post_step(options.int8_config()))
+        steps.append(("int8", int8_post_step(options.int8_config())))
     if options.engine:
         from ctd_export.engine_step import engine_post_step
 
-        steps.append(engine_post_step)
-    return steps + list(options.post_steps)
+        steps.append(("engine", engine_post_step))
+    return steps + [(getattr(s, "__name__", type(s).__name__), s) for s in options.post_steps]
+
+
+STEP_TITLES = {"fp16": "FP16 variant (conversion, ONNX Runtime and torch half comparisons)",
+               "int8": "INT8 variant (calibration on training images, quantisation, comparison)",
+               "engine": "TensorRT engine (build and parity gate)"}
 
 
 def export_loaded_run(run: Any, out_dir: str | Path, options: ExportOptions | None = None,
                       validation: tuple[list[np.ndarray], np.ndarray, str] | None = None,
-                      log: Callable[[str], None] | None = None) -> ExportResult:
+                      log: Callable[[str], None] | None = None,
+                      progress: Callable[[str, int, int], None] | None = None) -> ExportResult:
     """Export an already loaded run (a `LoadedRun` or anything with its fields); see the module
     docstring. `validation` overrides the parity images (images, affines, description); `log`
-    gets the steps' progress lines."""
+    gets a line as each step starts and ends (and the steps' own lines), `progress(label, done,
+    total)` the long loops (INT8 calibration)."""
     from ctd_export.op_support import used_ops
     from ctd_export.parity import torch_reference
 
@@ -444,32 +479,98 @@ def export_loaded_run(run: Any, out_dir: str | Path, options: ExportOptions | No
         from ctd_export.engine_step import require_tensorrt
 
         require_tensorrt()
+    remove_stale_temps(out_dir)  # what a killed export left
     decode = options.decode or run.decode
+    graph = "raw" if options.raw else "fused"
+    previous = _resumable(out_dir, run, options, decode, graph)
     if validation is None:
         from ctd_export.validation_images import validation_set
 
         validation = validation_set(run, options.images, options.max_images)
     images, crops, source = validation
-    gate_model, gate_meta, model, meta = _graphs(run, options, decode, "raw" if options.raw else "fused")
-    reference = torch_reference(run, images, crops, decode)
-    report = _write_gated(run, out_dir, (gate_model, gate_meta), model, reference, options)
+    with timed_step(log, "fp32", f"{graph} graph: ONNX export, onnx.checker, TensorRT operator check"):
+        gate_model, gate_meta, model, meta = _graphs(run, options, decode, graph)
+        if previous is not None:  # the model.onnx to keep must be exactly this graph
+            same_bytes(out_dir / MODEL_FILE, model.SerializeToString())
+    with timed_step(log, "parity", f"PyTorch vs ONNX Runtime on {len(images)} crops ({source})"):
+        reference = torch_reference(run, images, crops, decode)
+        report = _write_gated(run, out_dir, (gate_model, gate_meta), model, reference, options,
+                              keep_existing=previous is not None)
+    if previous is None:
+        for stale in derived_files(out_dir / MODEL_FILE):  # made from the model.onnx just replaced
+            stale.unlink(missing_ok=True)
+    elif log is not None:
+        log(f"fp32: {MODEL_FILE} is already this export's; completing the steps still missing")
     result = ExportResult(
         out_dir=out_dir, model_path=out_dir / MODEL_FILE, config_path=out_dir / EXPORT_CONFIG_FILE, metadata=meta,
         parity=report, options=options, run_dir=Path(run.run_dir), parity_source=source, ops=used_ops(model),
         artifacts={"onnx": out_dir / MODEL_FILE},
     )
     context = ExportContext(run=run, options=options, result=result, images=reference.images, crops=reference.crops,
-                            gate_model=gate_model, reference=reference, log=log)
-    try:
-        for step in export_steps(options):
-            step(context)
-    finally:  # last: it lists what was written, also when a step failed
-        write_json_atomic(result.config_path, result.to_dict())
+                            gate_model=gate_model, reference=reference, log=log, progress=progress)
+    _run_steps(context, export_steps(options), previous)
     return result
 
 
+def _resumable(out_dir: Path, run: Any, options: ExportOptions, decode: str, graph: str) -> dict[str, Any] | None:
+    """The previous export_config.json when the folder's model.onnx is (by its metadata) this
+    export's and may be kept; None for a fresh export (`force`, or no model.onnx); CtdError for
+    a model.onnx of another export."""
+    model = out_dir / MODEL_FILE
+    if options.force or not model.exists():
+        return None
+    outputs = ("heatmaps",) if graph == "raw" else ("landmarks", "scores") + (("heatmaps",) if options.heatmaps else ())
+    check_existing_model(model, str(run.run_id), decode, graph, outputs)
+    return read_previous_config(out_dir / EXPORT_CONFIG_FILE) or {}
+
+
+def _run_steps(context: ExportContext, steps: list[tuple[str, PostStep]], previous: dict[str, Any] | None) -> None:
+    """Each step in turn, export_config.json rewritten after model.onnx and after every step (so it
+    lists what is on disk, also when a step fails or the process is killed); a step an earlier
+    export into the folder completed with the same options is taken from its config."""
+    result = context.result
+    result.steps = {name: "pending" for name, _ in steps}
+    _write_config(result)
+    options = result.options.to_dict()
+    for name, step in steps:
+        if step_done(previous, name, options, result.out_dir):
+            _take_over(result, previous, name)
+            if context.log is not None:
+                context.log(f"{name}: already written by the previous export ({_listed(previous, name)}), kept")
+            continue
+        try:
+            with timed_step(context.log, name, STEP_TITLES.get(name, f"step {name}")):
+                step(context)
+        except BaseException:
+            result.steps[name] = "failed"
+            _write_config(result)
+            raise
+        result.steps[name] = "done"
+        _write_config(result)
+    result.complete = True
+    _write_config(result)
+
+
+def _take_over(result: ExportResult, previous: dict[str, Any], name: str) -> None:
+    for key in STEP_ARTIFACTS[name]:
+        result.artifacts[key] = result.out_dir / previous["artifacts"][key]
+    if name == "engine" and "timing_cache" in previous.get("artifacts", {}):
+        result.artifacts["timing_cache"] = result.out_dir / previous["artifacts"]["timing_cache"]
+    result.reports[name] = previous["reports"][name]
+    result.steps[name] = "done"
+
+
+def _listed(previous: dict[str, Any], name: str) -> str:
+    return ", ".join(previous["artifacts"][k] for k in STEP_ARTIFACTS[name])
+
+
+def _write_config(result: ExportResult) -> None:
+    write_json_atomic(result.config_path, result.to_dict())
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions | None = None,
-               log: Callable[[str], None] | None = None) -> ExportResult:
+               log: Callable[[str], None] | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> ExportResult:
     """Load a run dir's checkpoint and export it (see the module docstring)."""
     from ctd_train.checkpoint import load_run
 
@@ -489,5 +590,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
         from ctd_runtime.schema import get_schema
 
         expected = get_schema(options.schema)
-    run = load_run(run_dir, which=options.which, expected_schema=expected)  # type: ignore[arg-type]
-    return export_loaded_run(run, out_dir, options, log=log)
+    with timed_step(log, "checkpoint", f"loading the {options.which} checkpoint of {run_dir}"):
+        run = load_run(run_dir, which=options.which, expected_schema=expected)  # type: ignore[arg-type]
+    if log is not None:
+        log(f"run {run.run_id}, epoch {run.epoch}: {run.checkpoint_path}")
+    return export_loaded_run(run, out_dir, options, log=log, progress=progress)

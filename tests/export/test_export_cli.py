@@ -102,14 +102,23 @@ def test_output_folder_that_is_a_file(trained, tmp_path, capsys):
     assert target.read_text() == "not a folder"
 
 
-def test_existing_model_needs_force(trained, tmp_path, capsys):
+def test_an_existing_model_is_kept_refused_or_forced(trained, tmp_path, capsys):
+    """The same export again keeps every file (nothing to complete); another export's model.onnx
+    (here: another decode) needs --force."""
     run_dir, _ = trained
     out = tmp_path / "again"
-    main(["export", str(run_dir), "--out", str(out), "--max-images", "2"])
-    first = (out / "model.onnx").stat().st_mtime_ns
-    err = _fails(["export", str(run_dir), "--out", str(out)], capsys)
-    assert "--force" in err and (out / "model.onnx").stat().st_mtime_ns == first
-    main(["export", str(run_dir), "--out", str(out), "--force", "--max-images", "2"])
+    main(["export", str(run_dir), "--out", str(out), "--max-images", "2", "--calib-images", "2"])
+    first = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "export_config.json"}
+    capsys.readouterr()
+    main(["export", str(run_dir), "--out", str(out), "--max-images", "2", "--calib-images", "2"])
+    said = capsys.readouterr().out
+    assert "model.onnx is already this export's" in said and "fp16: already written" in said
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "export_config.json"} == first
+    err = _fails(["export", str(run_dir), "--out", str(out), "--decode", "dark"], capsys)
+    assert "another export: decode argmax (this export: dark)" in " ".join(err.split()) and "--force" in err
+    assert (out / "model.onnx").stat().st_mtime_ns == first["model.onnx"]
+    main(["export", str(run_dir), "--out", str(out), "--force", "--max-images", "2", "--precision", "fp32"])
+    assert sorted(p.name for p in out.iterdir()) == ["export_config.json", "model.onnx"]  # old variants gone
 
 
 def _copy_run(run_dir: Path, dest: Path) -> Path:
@@ -123,7 +132,7 @@ def test_unreadable_checkpoint(trained, tmp_path, capsys):
     (broken / "checkpoint_best.pt").write_bytes(b"\x00garbage" * 20)
     out = tmp_path / "o"
     err = _fails(["export", str(broken), "--out", str(out)], capsys)
-    assert "checkpoint_best.pt" in err and "corrupt" in err
+    assert "checkpoint_best.pt" in err and "truncated, or not a ctd checkpoint" in err
     assert not out.exists()
     err = _fails(["export", str(tmp_path / "no-run"), "--out", str(out)], capsys)
     assert "not found" in err and not out.exists()

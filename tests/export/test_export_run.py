@@ -117,7 +117,10 @@ def test_the_engine_is_built_gated_and_listed(trained, tmp_path, stand_in_tensor
     out = tmp_path / "engine"
     logs = []
     export_run(run_dir, out, ExportOptions(precisions=("fp32",), engine=True, workspace_mb=512, **FAST), log=logs.append)
-    assert stand_in_tensorrt == [("model.fp16.onnx", "model.plan", 512, "timing.cache")] and logs == ["built"]
+    assert stand_in_tensorrt == [("model.fp16.onnx", "model.plan", 512, "timing.cache")]
+    # the builder's lines come between the engine step's start and end lines
+    at = logs.index("built")
+    assert logs[at - 1].startswith("engine: TensorRT engine") and logs[at + 1].startswith("engine: done in ")
     config = _config(out)
     assert config["artifacts"] == {"onnx": "model.onnx", "fp16": "model.fp16.onnx", "engine": "model.plan",
                                    "engine_manifest": "model.plan.json", "timing_cache": "timing.cache"}
