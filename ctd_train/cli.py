@@ -197,7 +197,13 @@ def evaluate_cmd(
         None, "--repeat", help="A,B: test-retest PFL difference between each subject's images of values A and B of --by."),
     metadata: Optional[Path] = typer.Option(None, "--metadata", help="Per-image CSV for --by (default DATA/metadata.csv)."),
 ) -> None:
-    """Evaluate a run (ME +- SD, FR, AUC, per-landmark and PFL errors; CSV + CED PNG), or compare runs."""
+    """Evaluate a run (ME +- SD, FR, AUC, per-landmark and PFL errors; CSV + CED PNG), or compare runs;
+    an exported model (.onnx, .plan) goes through the station's Landmarker (needs --data)."""
+    from ctd_runtime.cli.station_eval import evaluate_model, is_model_file
+
+    if len(runs) == 1 and is_model_file(runs[0]) and not compare:  # no torch on this path
+        evaluate_model(runs[0], data, unit=unit, threshold=threshold, pixel_spacing=pixel_spacing, out=out)
+        return
     if decode is not None:
         _choice(decode, DECODE_METHODS, "decode")
     pair = _repeat_pair(repeat, by)

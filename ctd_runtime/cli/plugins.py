@@ -63,8 +63,11 @@ def add_stand_ins(app: typer.Typer, names: list[str], missing: str) -> None:
         )(_stand_in(missing))
 
 
-def add_plugin_commands(app: typer.Typer) -> None:
-    """Call every installed `ctd.commands` register once; stand-ins where its package is absent."""
+def add_plugin_commands(app: typer.Typer, station_commands: dict[str, Callable[..., None]] | None = None) -> None:
+    """Call every installed `ctd.commands` register once; stand-ins where its package is absent,
+    except for the commands the station has a version of its own (`station_commands` by name:
+    `ctd evaluate MODEL.onnx`), which take their place."""
+    own = station_commands or {}
     for eps in command_entry_points().values():
         try:
             register = eps[0].load()
@@ -72,6 +75,9 @@ def add_plugin_commands(app: typer.Typer) -> None:
             missing = _missing_module(e, eps[0])
             if missing is None:
                 raise
-            add_stand_ins(app, [ep.name for ep in eps], missing)
+            names = [ep.name for ep in eps]
+            for name in (n for n in names if n in own):
+                app.command(name)(own[name])
+            add_stand_ins(app, [n for n in names if n not in own], missing)
             continue
         register(app)
