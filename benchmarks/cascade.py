@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eye", default=EYE, help="eye-model variant (default %(default)s)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--iterations", type=int, default=1, help="refinement passes")
+    p.add_argument("--no-refine", action="store_true", help="train and measure the face model only")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--teacher", default="hse-mobilenet-vggface2")
     p.add_argument("--teacher-weights", type=Path, default=None)
@@ -81,15 +82,20 @@ def retest(pred: np.ndarray, names: list[str], subjects: list[str], types: list[
     return float(np.mean(diffs)) if diffs else None
 
 
-def seed_result(args: argparse.Namespace, face_dir: Path, eye_dir: Path) -> dict[str, Any]:
+def seed_result(args: argparse.Namespace, face_dir: Path, eye_dir: Path | None) -> dict[str, Any]:
     from ctd_train.cascade import evaluate_cascade
+    from ctd_train.evaluate import evaluate_run
 
-    report = evaluate_cascade(face_dir, eye_dir, split="test", decode=args.decode, iterations=args.iterations)
-    first = report.first
+    if eye_dir is None:
+        first, refined, summary = evaluate_run(face_dir, split="test", decode=args.decode, write=False), None, {}
+    else:
+        report = evaluate_cascade(face_dir, eye_dir, split="test", decode=args.decode, iterations=args.iterations)
+        first, refined, summary = report.first, report.refined_pred, report.summary()
     pair = first.pfl_pair
     types = image_types(Path(first.data), first.image_names)
-    out: dict[str, Any] = {"summary": report.summary(), "images": first.image_names, "types": types}
-    for label, pred in (("first_stage", first.pred), ("cascade", report.refined_pred)):
+    out: dict[str, Any] = {"summary": summary, "images": first.image_names, "types": types}
+    stages = [("first_stage", first.pred)] + ([("cascade", refined)] if refined is not None else [])
+    for label, pred in stages:
         err = pfl_errors(pred, first.gt, pair)
         corners = np.linalg.norm(pred[:, list(pair)] - first.gt[:, list(pair)], axis=-1)
         out[label] = {
@@ -119,24 +125,32 @@ def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, Any]]) -> str:
         "| stage | mean abs PFL error | signed PFL error | eye-corner error (px) | test-retest |",
         "|---|---|---|---|---|",
     ]
-    for stage, label in (("first_stage", "face model alone"), ("cascade", "+ eye refinement")):
+    refined = all("cascade" in r for r in seeds.values())
+    for stage, label in (("first_stage", "face model alone"), ("cascade", "+ eye refinement"))[: 2 if refined else 1]:
         lines.append(f"| {label} | {mean_sd('pfl_abs', stage)}% | {mean_sd('pfl_signed', stage)}% | "
                      f"{mean_sd('corner_px', stage, 1.0, '.2f')} | {mean_sd('retest', stage)}% |")
     ann = [r["annotator_retest"] for r in seeds.values() if r["annotator_retest"] is not None]
     if ann:
         lines.append(f"| annotators (ground truth) | — | — | — | {100 * np.mean(ann):.2f}% |")
-    paired = [np.mean(np.asarray(r["cascade"]["per_image_pfl_abs"]) - np.asarray(r["first_stage"]["per_image_pfl_abs"]))
-              for r in seeds.values()]
-    lines += ["", f"Paired (cascade - face alone) mean abs PFL error per seed: "
-              f"{', '.join(f'{100 * d:+.2f}%' for d in paired)}; mean {100 * np.mean(paired):+.2f}% ± {100 * np.std(paired):.2f}%.", ""]
-    types = sorted({t for r in seeds.values() for t in r["cascade"]["per_type"]})
-    lines += ["Mean abs PFL error by IMM image type (cascade; face alone in brackets):", "",
-              "| " + " | ".join(f"type {t}" for t in types) + " |", "|" + "---|" * len(types)]
+    lines.append("")
+    if refined:
+        paired = [np.mean(np.asarray(r["cascade"]["per_image_pfl_abs"]) - np.asarray(r["first_stage"]["per_image_pfl_abs"]))
+                  for r in seeds.values()]
+        lines += [f"Paired (cascade - face alone) mean abs PFL error per seed: "
+                  f"{', '.join(f'{100 * d:+.2f}%' for d in paired)}; mean {100 * np.mean(paired):+.2f}% "
+                  f"± {100 * np.std(paired):.2f}%.", ""]
+    stage = "cascade" if refined else "first_stage"
+    types = sorted({t for r in seeds.values() for t in r[stage]["per_type"]})
+    lines += [f"Mean abs PFL error by IMM image type ({'cascade; face alone in brackets' if refined else 'face model'}):",
+              "", "| " + " | ".join(f"type {t}" for t in types) + " |", "|" + "---|" * len(types)]
     cells = []
     for t in types:
-        c = [r["cascade"]["per_type"].get(t) for r in seeds.values()]
         f = [r["first_stage"]["per_type"].get(t) for r in seeds.values()]
-        cells.append(f"{100 * np.mean([x for x in c if x is not None]):.2f}% ({100 * np.mean([x for x in f if x is not None]):.2f}%)")
+        face = f"{100 * np.mean([x for x in f if x is not None]):.2f}%"
+        if refined:
+            c = [r["cascade"]["per_type"].get(t) for r in seeds.values()]
+            face = f"{100 * np.mean([x for x in c if x is not None]):.2f}% ({face})"
+        cells.append(face)
     lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -157,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             face_dir = train_unless_finished(variant_config(args, face_name, face_values, seed), console,
                                              not args.no_progress)
-            eye_dir = train_unless_finished(variant_config(args, eye_name, eye_values, seed), console,
-                                            not args.no_progress)
+            eye_dir = None if args.no_refine else train_unless_finished(
+                variant_config(args, eye_name, eye_values, seed), console, not args.no_progress)
             seeds[seed] = seed_result(args, face_dir, eye_dir)
     except (CtdError, ValueError) as e:
         console.print(f"[bold red]error:[/] {e}")
