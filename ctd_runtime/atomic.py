@@ -6,11 +6,14 @@ needs several files: `temp_dir`). It is removed on every exit path Python sees (
 Ctrl-C, SIGTERM through the `ctd` command's handler); only SIGKILL or a power cut leaves one
 behind, and the next command writing into that folder removes it (`remove_stale_temps`): the pid
 in its name says its writer is gone, so a temporary of a process still running is never touched.
+Every atomic write of NAME does that for NAME's own temporaries; a command that owns a folder (a
+run dir, an export folder) clears the whole folder when it starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -36,6 +39,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the same folder; rename it onto `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent, path.name)  # what a killed writer of this same file left
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -63,14 +67,16 @@ def temp_dir(folder: str | Path, name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Remove the temporaries in `folder` whose writing process is gone (SIGKILL, a crash); the
-    removed paths. Other files, and temporaries of live processes, are left alone."""
+def remove_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temporaries in `folder` (of the file `name` only, when given) whose writing
+    process is gone (SIGKILL, a crash); the removed paths. Other files, and temporaries of live
+    processes, are left alone."""
     folder = Path(folder)
     removed: list[Path] = []
     if not folder.is_dir():
         return removed
-    for entry in folder.iterdir():
+    entries = folder.iterdir() if name is None else folder.glob(f".{glob.escape(name)}.*.tmp")
+    for entry in entries:
         if not _stale(entry):
             continue
         if entry.is_dir() and not entry.is_symlink():

@@ -24,6 +24,7 @@ hand is finished: never a half-written result.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,8 +51,10 @@ class WatchOptions:
     settle_s: float = 10.0
 
     def __post_init__(self) -> None:
-        if not (self.poll_s > 0 and self.stable_polls >= 1 and self.settle_s >= 0):
-            raise CtdError("watch: poll_s must be > 0, stable_polls >= 1 and settle_s >= 0")
+        finite = math.isfinite(self.poll_s) and math.isfinite(self.settle_s)  # inf would never poll again
+        if not (finite and self.poll_s > 0 and self.stable_polls >= 1 and self.settle_s >= 0):
+            raise CtdError("watch: poll_s must be a finite number > 0, stable_polls >= 1 and settle_s a finite "
+                           f"number >= 0, not {self.poll_s}, {self.stable_polls} and {self.settle_s}")
 
 
 def result_path(capture: Path) -> Path:

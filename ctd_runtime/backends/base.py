@@ -47,8 +47,16 @@ class Backend(Protocol):
     def __exit__(self, *exc: Any) -> None: ...
 
 
+# Inputs ONNX Runtime and TensorRT would run without complaint and answer with finite-looking
+# landmarks or NaN with normal scores: every entry point goes through these checks.
+MIN_IMAGE_SIDE = 8          # px; a 1x1 image is one grey value
+MIN_CROP_DET = 1e-8         # |det| of the crop -> image 2x2 part; a 256 px crop of a 1 px box has 1.5e-5
+
+
 def prepare_inputs(image: np.ndarray, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Checked, batched, contiguous (image uint8 [N,H,W,3], crop float32 [N,2,3], was_single)."""
+    """Checked, batched, contiguous (image uint8 [N,H,W,3], crop float32 [N,2,3], was_single):
+    CtdError for a wrong dtype or shape, a non-finite or degenerate crop affine, or an image
+    smaller than MIN_IMAGE_SIDE."""
     img = np.asarray(image)
     a = np.asarray(crop)
     single = img.ndim == 3
@@ -66,8 +74,13 @@ def prepare_inputs(image: np.ndarray, crop: np.ndarray) -> tuple[np.ndarray, np.
         raise CtdError(f"{img.shape[0]} images but {a.shape[0]} crop affines")
     if not np.all(np.isfinite(a)):
         raise CtdError("crop affine has non-finite values")
-    if img.shape[1] < 1 or img.shape[2] < 1:
-        raise CtdError(f"empty image of shape {img.shape[1:]}")
+    det = np.abs(a[:, 0, 0] * a[:, 1, 1] - a[:, 0, 1] * a[:, 1, 0])
+    if np.any(det < MIN_CROP_DET):  # e.g. all zeros: every crop pixel samples one source point
+        raise CtdError(f"crop affine {int(np.argmin(det))} is degenerate (determinant {det.min():.3g} of its 2x2 "
+                       "part): it maps the crop onto a point or a line, not a square of the image")
+    if img.shape[1] < MIN_IMAGE_SIDE or img.shape[2] < MIN_IMAGE_SIDE:
+        raise CtdError(f"image of {img.shape[2]}x{img.shape[1]} px: smaller than {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}, "
+                       "it holds no face to measure")
     return np.ascontiguousarray(img), np.ascontiguousarray(a, dtype=np.float32), single
 
 

@@ -49,7 +49,7 @@ def infer_cmd(
                                  "unchanged before its error result is written."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Write an overlay PNG per capture."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime CPU threads."),
-    max_passes: int = typer.Option(6, "--max-passes", min=1, help="Most coarse-to-fine passes per image."),
+    max_passes: int = typer.Option(8, "--max-passes", min=1, help="Most coarse-to-fine passes per image."),
     face_detector: Optional[Path] = typer.Option(None, "--face-detector", help="YuNet ONNX file for OpenCV's "
                                                  "FaceDetectorYN (optional first box)."),
 ) -> None:
@@ -59,12 +59,13 @@ def infer_cmd(
         raise CtdError("give INPUT files or folders, or --watch DIR")
     if watch is not None and inputs:
         raise CtdError("--watch serves one folder: give no INPUT with it")
+    serve = WatchOptions(poll_s=poll, settle_s=settle) if watch is not None else None  # checked before the model
     captures = find_captures(inputs) if inputs else []
     lm = Landmarker(model, LandmarkerOptions(threads=threads, max_passes=max_passes, face_detector=face_detector,
                                              min_passes=min(2, max_passes)))
     with lm:
         if watch is not None:
-            _serve(lm, watch, options, WatchOptions(poll_s=poll, settle_s=settle))
+            _serve(lm, watch, options, serve)
             return
         report = _run_with_progress(lm, captures, options, out)
     _summarise(report)
