@@ -10,9 +10,9 @@ without a box (coarse-to-fine passes from the whole photograph). Reported: PFL e
 true|) in px and as a fraction of the true PFL for both, ME, how many faces were found, and how
 often pass 2 (and the final pass) of the automatic search gives a PFL within 0.1 true-PFL of the
 ground-truth-box PFL. Rule "face" models cannot rebuild their crop from their own landmarks; the
-search uses the built-in face-from-schema fit (measured on all IMM annotations, test subjects
-included) and, for comparison, a fit from the run's training images only (`--fit train`, the
-honest one, is the default of the table's first automatic row).
+search uses a face-from-schema fit: row auto_train_fit fits it on the run's training images only
+(no test subject seen); row auto_builtin_fit uses the built-in fit (measured on all IMM
+annotations, test subjects included).
 
 The `ctd infer` timing runs the real command on the test images (a fresh process: startup counted
 once, then per image), and also reports the per-capture total_s it writes. Runs only ONNX Runtime

@@ -64,7 +64,7 @@ class LandmarkerOptions:
     providers: tuple[str, ...] | None = None
     threads: int | None = None
     face_detector: Path | None = None
-    max_passes: int = 6
+    max_passes: int = 8
     min_passes: int = 2
     converge_tol: float = 0.05
     refine_given_box: bool = False
