@@ -67,7 +67,10 @@ def measure_capture(lm: Landmarker, capture: Capture, options: InferOptions,
     spacing = resolve_spacing(capture.path, None if capture.is_mesh else options.spacing_mm)
     source = None if spacing is None else ("sidecar" if sidecar_path(capture.path).is_file() else "option")
     t_read = time.perf_counter()
-    det = lm.detect(image, options.box)
+    try:
+        det = lm.detect(image, options.box)
+    except CtdError as e:  # e.g. an image outside a TensorRT engine's profile: name the input
+        raise (e if e.path is not None else CtdError(str(e), path=capture.path)) from None
     t_detect = time.perf_counter()
     mapped = pfl_3d(mesh, (image.shape[1], image.shape[0]), det.landmarks, lm.schema) if (mesh and det.found) else None
     t_3d = time.perf_counter()

@@ -68,6 +68,7 @@ class LandmarkerOptions:
     min_passes: int = 2
     converge_tol: float = 0.05
     refine_given_box: bool = False
+    max_batch: int = 8
     min_mean_score: float = 0.25
     max_spread_ratio: float = 1.6
     crop: CropSpec | None = None
@@ -120,6 +121,13 @@ class Landmarker:
     def schema(self):
         return self.metadata.schema
 
+    @property
+    def max_batch(self) -> int:
+        """Images per backend call: the option, within a TensorRT engine's profile."""
+        manifest = getattr(self.backend, "manifest", None)
+        profile_max = manifest.profile.get("image", {}).get("max", [self.options.max_batch])[0] if manifest else None
+        return max(1, min(self.options.max_batch, profile_max or self.options.max_batch))
+
     def close(self) -> None:
         self.backend.close()
 
@@ -146,10 +154,12 @@ class Landmarker:
         for i, im in enumerate(images):
             groups.setdefault(im.shape, []).append(i)
         out: list[Detection | None] = [None] * len(images)
-        for idx in groups.values():
-            stack = images[idx[0]][None] if len(idx) == 1 else np.stack([images[i] for i in idx])
-            for i, det in zip(idx, self._detect_group(stack, [boxes[i] for i in idx])):
-                out[i] = det
+        size = self.max_batch
+        for group in groups.values():
+            for idx in (group[j:j + size] for j in range(0, len(group), size)):
+                stack = images[idx[0]][None] if len(idx) == 1 else np.stack([images[i] for i in idx])
+                for i, det in zip(idx, self._detect_group(stack, [boxes[i] for i in idx])):
+                    out[i] = det
         return out  # type: ignore[return-value]
 
     # ------------------------------------------------------------------------ the passes

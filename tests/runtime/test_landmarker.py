@@ -165,6 +165,11 @@ def test_plan_runs_through_the_tensorrt_backend(tmp_path, monkeypatch):
     det = lm.detect(np.full((50, 60, 3), 9, np.uint8), box=(10, 12, 20, 20))
     translation = det.crop_affine[:, 2]
     assert np.allclose(det.passes[0].landmarks, translation + np.arange(3)[:, None], atol=1e-4)
+    assert lm.max_batch == 2  # the engine's profile takes two images per call
+    batch = lm.detect_batch([np.full((50, 60, 3), 9, np.uint8)] * 3, [(10, 12, 20, 20)] * 3)
+    assert all(np.allclose(d.passes[0].landmarks, det.passes[0].landmarks) for d in batch)
+    with pytest.raises(CtdError, match="optimisation profile"):
+        lm.detect(np.zeros((300, 50, 3), np.uint8), box=(1, 1, 10, 10))
     lm.close()
     assert api.closed == 1
 
