@@ -74,6 +74,13 @@ def test_low_scores_mean_no_face():
     assert not det.found and "score" in det.reason
 
 
+@pytest.mark.parametrize("span", [0.3, 3.0])
+def test_landmarks_spread_unlike_a_face_mean_no_face(span):
+    det = Landmarker(FakeBackend(span=span)).detect(np.zeros((200, 200, 3), np.uint8), box=(80, 80, 40, 40))
+    assert not det.found and "span a crop" in det.reason and np.isnan(det.landmarks).all()
+    assert Landmarker(FakeBackend(span=1.2)).detect(np.zeros((200, 200, 3), np.uint8), box=(80, 80, 40, 40)).found
+
+
 def test_batch_equals_single_calls(tiny_model):
     lm = Landmarker(tiny_model)
     images = [tiny_blob_image(s, 120, 110)[0] for s in (5, 6)] + [tiny_blob_image(7, 100, 128)[0]]
@@ -103,9 +110,9 @@ class FakeBackend(BaseBackend):
 
     name = "fake"
 
-    def __init__(self, score: float = 0.9, delay: float = 0.0) -> None:
+    def __init__(self, score: float = 0.9, delay: float = 0.0, span: float = 1.0) -> None:
         super().__init__()
-        self.score, self.delay = score, delay
+        self.score, self.delay, self.span = score, delay, span
         self.inside = 0
         self.overlaps = 0
 
@@ -119,7 +126,7 @@ class FakeBackend(BaseBackend):
         self.inside += 1
         self.overlaps += self.inside > 1
         time.sleep(self.delay)
-        half = 64 / 1.5 / 2  # the points span the crop less its margin: every crop is a fixed point
+        half = self.span * 64 / 1.5 / 2  # span 1: the crop less its margin, every crop is a fixed point
         uv = 31.5 + np.array([[-half, -half], [half, -half], [0.0, half]])
         lm = np.einsum("nij,kj->nki", crop[:, :, :2], uv) + crop[:, None, :, 2]
         self.inside -= 1
