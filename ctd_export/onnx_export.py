@@ -572,10 +572,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
                log: Callable[[str], None] | None = None,
                progress: Callable[[str, int, int], None] | None = None) -> ExportResult:
     """Load a run dir's checkpoint and export it (see the module docstring)."""
-    from ctd_train.checkpoint import load_run
-
     options = options or ExportOptions()
-    options.check()
+    options.check()  # before torch is imported: a wrong option is named on any install
     _check_out_dir(Path(out_dir), options.force)
     if options.engine:  # before loading anything: TensorRT is missing on most machines
         from ctd_export.engine_step import require_tensorrt
@@ -590,6 +588,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, options: ExportOptions 
         from ctd_runtime.schema import get_schema
 
         expected = get_schema(options.schema)
+    from ctd_train.checkpoint import load_run
+
     with timed_step(log, "checkpoint", f"loading the {options.which} checkpoint of {run_dir}"):
         run = load_run(run_dir, which=options.which, expected_schema=expected)  # type: ignore[arg-type]
     if log is not None:

@@ -442,6 +442,7 @@ def train(
     count from 1); an exception it raises stops training there, as a kill would.
     """
     console = console or _stderr_console()
+    config.check()  # before anything uses a value: --threads -1 must be our error, not torch's
     torch.set_num_threads(config.threads or usable_cores())
     setup = prepare(config)
     c, out, method = setup.config, setup.out, setup.method
