@@ -51,6 +51,7 @@ from rich.table import Table
 
 from ctd_runtime.atomic import write_json_atomic, write_text_atomic
 from ctd_runtime.errors import CtdError
+from ctd_runtime.image_io import read_image
 from ctd_runtime.machine import describe_machine
 from ctd_runtime.metrics import evaluate_landmarks, pfl
 from ctd_runtime.repeatability import errors_by_value, pairs_of_values, read_column, retest
@@ -297,9 +298,7 @@ def run_peers(detectors: dict[str, Detector], faces: Faces, console: Console) ->
     runs = {name: PeerRun(name, np.full((n, 2, 2), np.nan), np.zeros(n)) for name in detectors}
     t0 = time.perf_counter()
     for i, path in enumerate(faces.paths):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise CtdError("cannot decode image", path=path)
+        bgr = read_image(path)  # truncated or corrupt images refused, naming the file
         for name, detect in detectors.items():
             pts, ms = detect(bgr, i)
             runs[name].ms[i] = ms

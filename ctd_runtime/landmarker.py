@@ -1,7 +1,7 @@
 """The station's one call: `Landmarker(model_path).detect(image) -> Detection`.
 
     lm = Landmarker("model.onnx")                 # or model.plan (TensorRT)
-    det = lm.detect(cv2.imread("capture.png"))    # face found by the model itself
+    det = lm.detect(read_image("capture.png"))    # ctd_runtime.image_io; face found by the model itself
     det = lm.detect(image, box=(x, y, w, h))      # or a known box of the annotated points
     if det.found: print(det.pfl_px, det.flags)
 
