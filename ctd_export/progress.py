@@ -44,6 +44,7 @@ class ConsoleProgress:
         self._bar: Any = None
         self._task: Any = None
         self._label = ""
+        self._finished = ""
         self._next_line = 0
         self._t0 = 0.0
 
@@ -55,22 +56,24 @@ class ConsoleProgress:
         """Item `done` of `total` of the loop `label` (0 starts it, total ends it)."""
         total = max(int(total), 1)
         done = min(max(int(done), 0), total)
+        if label == self._finished and done >= total:
+            return  # the loop's end, told twice
         if label != self._label or done == 0:
             self._start(label, total)
         if self.console.is_terminal:
             self._bar.update(self._task, completed=done)
-        elif done >= self._next_line:
+        elif done >= self._next_line or done >= total:
             elapsed = time.perf_counter() - self._t0
             self.console.print(f"  {label}: {done}/{total} ({100 * done / total:.0f}%), {elapsed:.0f} s",
                                highlight=False, markup=False)
             self._next_line = done + max(1, -(-total // self.lines_per_loop))
         if done >= total:
             self._close_bar()
-            self._label = ""
+            self._label, self._finished = "", label
 
     def _start(self, label: str, total: int) -> None:
         self._close_bar()
-        self._label, self._next_line, self._t0 = label, 0, time.perf_counter()
+        self._label, self._finished, self._next_line, self._t0 = label, "", 0, time.perf_counter()
         if self.console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
