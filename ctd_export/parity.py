@@ -36,14 +36,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ctd_export.parity_report import (
-    Gate,
-    ParityReport,
-    compare_landmarks,
-    gate_for,
-    heatmap_difference,
-    unstable_decodes,
-)
+from ctd_export.parity_report import ParityReport, compare_landmarks, heatmap_difference, unstable_decodes
+from ctd_runtime.precision_gate import Gate, gate_for
 from ctd_runtime import geometry
 from ctd_runtime.backends import SUFFIXES, Backend, create_backend
 from ctd_runtime.backends.ort_session import open_session

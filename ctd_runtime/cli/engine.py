@@ -14,10 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ctd_runtime.artifacts import plan_path
+from ctd_runtime.artifacts import manifest_path, onnx_variant, plan_path
 from ctd_runtime.engine.build import ShapeProfile, build_engine, check_build_arguments, resolve_onnx
+from ctd_runtime.engine.check import check_engine
 from ctd_runtime.engine.environment import current_environment, import_tensorrt
 from ctd_runtime.engine.manifest import describe, engine_is_current, read_manifest
+from ctd_runtime.errors import CtdError
 from ctd_runtime.model_meta import read_model_metadata
 
 out = Console()
@@ -44,12 +46,18 @@ def build_engine_cmd(
     ),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the plan is current."),
     verbose: bool = typer.Option(False, "--verbose", help="TensorRT's verbose log."),
+    check_images: Optional[Path] = typer.Option(
+        None, "--check-images", help="Folder of captures for the engine check (default: a built-in synthetic set)."),
+    no_check: bool = typer.Option(False, "--no-check", help="Skip the engine check against model.onnx."),
 ) -> None:
     """Build a TensorRT engine for this GPU; skips the build when the plan is current (same ONNX,
-    same TensorRT and GPU)."""
+    same TensorRT and GPU). The engine is then checked against model.onnx under ONNX Runtime
+    (the gate of its precision); an engine that fails is removed."""
     profile = ShapeProfile(min_batch, opt_batch, max_batch, min_height, opt_height, max_height,
                            min_width, opt_width, max_width)
     check_build_arguments(model, profile, workspace_mb, precision)
+    if check_images is not None and not Path(check_images).is_dir():
+        raise CtdError("--check-images: not a folder", path=check_images)
     read_model_metadata(model)  # a ctd model? (ONNX Runtime, before TensorRT)
     trt = import_tensorrt()  # the install hint only once the arguments are right
     source, _, _ = resolve_onnx(model, str(trt.__version__), precision)
@@ -65,6 +73,19 @@ def build_engine_cmd(
     for key, value in describe(manifest).items():
         table.add_row(key, str(value))
     out.print(table)
+    if not no_check:
+        gate_engine(target, onnx_variant(source, "fp32"), check_images)
+
+
+def gate_engine(plan: Path, reference: Path, images: Optional[Path]) -> None:
+    """The engine check; a failing engine and its manifest are removed (CtdError, exit 2)."""
+    result = check_engine(plan, reference, images)
+    out.print(result.summary(), highlight=False)
+    if not result.passed:
+        for path in (Path(plan), manifest_path(plan)):
+            path.unlink(missing_ok=True)
+        raise CtdError(f"the engine failed its check against {reference.name} and was removed; "
+                       "rebuild with another precision or report the TensorRT version", path=plan)
 
 
 def register(app: typer.Typer) -> None:
