@@ -1,5 +1,5 @@
 """How a model of reduced precision is judged against its FP32 original: one table for the
-export's parity gate (ctd_export.parity, PyTorch reference) and the station's engine check
+export's parity gate (against PyTorch) and the station's engine check
 (ctd_runtime.engine.check, ONNX Runtime reference), so the two can never disagree."""
 
 from __future__ import annotations
