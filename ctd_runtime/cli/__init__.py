@@ -56,12 +56,13 @@ def build_app() -> typer.Typer:
     ) -> None:
         """ctd: cross-task distilled facial landmark detection for the edge."""
 
-    from ctd_runtime.cli import engine, infer, station_eval
+    from ctd_runtime.cli import bench, engine, infer, station_eval
     from ctd_runtime.cli.plugins import add_plugin_commands
 
     add_plugin_commands(app, {"evaluate": station_eval.evaluate_cmd})
     engine.register(app)
     infer.register(app)
+    bench.register(app)
     return app
 
 

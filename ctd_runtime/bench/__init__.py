@@ -1,0 +1,14 @@
+"""`ctd bench`: every way of running a ctd model timed side by side in one process.
+
+    result = run_bench(["exports/mobilenet/model.onnx", "runs/mobilenet"], BenchConfig(batches=(1, 4)))
+
+Modules: `contenders` (what is timed, found from model siblings and plug-ins), `harness` (the
+interleaved timing per stage, accuracy, ratios), `stats` (percentiles, spread, the order),
+`flops` (MACs from the ONNX graph), `peak` (the matmul probe), `memory`, `timing` (the backend
+wrapper that records each pass), `report` (table, JSON, PNG). No torch, no onnx at import time.
+"""
+
+from ctd_runtime.bench.contenders import BenchContext, Contender, ContenderSet, find_contenders
+from ctd_runtime.bench.harness import BenchConfig, parse_batches, run_bench
+
+__all__ = ["BenchConfig", "BenchContext", "Contender", "ContenderSet", "find_contenders", "parse_batches", "run_bench"]

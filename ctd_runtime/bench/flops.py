@@ -1,0 +1,133 @@
+"""FLOPs of an ONNX graph: multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul (the
+operators that carry almost all of a landmark network's arithmetic), FLOPs = 2 x MACs.
+
+Shapes come from ONNX shape inference on the graph with its dynamic input dimensions fixed (batch
+1, the image at the network's input size). The onnx package is imported inside `count_macs`, never
+at import time (a station has no onnx); without it the count is None and the report says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctd_runtime.errors import CtdError
+
+COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul")
+
+
+@dataclass
+class FlopCount:
+    """MACs per operator type for one image, and the nodes whose shapes were unknown."""
+
+    macs_by_op: dict[str, int] = field(default_factory=dict)
+    unknown_nodes: list[str] = field(default_factory=list)
+
+    @property
+    def macs(self) -> int:
+        return sum(self.macs_by_op.values())
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"macs": self.macs, "flops": self.flops, "gflops": self.flops / 1e9}
+
+
+def _prod(xs: list[int]) -> int:
+    out = 1
+    for x in xs:
+        out *= int(x)
+    return out
+
+
+def node_macs(op: str, inputs: list[list[int] | None], output: list[int] | None, attrs: dict[str, Any]) -> int | None:
+    """MACs of one node from its input and output shapes (None when a needed shape is unknown)."""
+    if op in ("Conv", "ConvInteger", "QLinearConv"):
+        x, w = (inputs[0], inputs[1]) if op != "QLinearConv" else (inputs[0], inputs[3])
+        if w is None or output is None:
+            return None
+        # output [N, Cout, *spatial]; weight [Cout, Cin/groups, *kernel]
+        return _prod(output) * _prod(w[1:])
+    if op == "ConvTranspose":
+        x, w = inputs[0], inputs[1]
+        if x is None or w is None:
+            return None
+        # each input pixel scatters a [Cout/groups, *kernel] patch: N*Cin*spatial_in * (Cout/g)*k
+        return _prod(x) * _prod(w[1:])
+    if op in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
+        a = inputs[0]
+        b = inputs[1] if op != "QLinearMatMul" else inputs[3]
+        if a is None or b is None or output is None:
+            return None
+        k = a[-2] if (op == "Gemm" and attrs.get("transA", 0)) else a[-1]
+        return _prod(output) * int(k)
+    return 0
+
+
+def _shapes(model: Any) -> dict[str, list[int] | None]:
+    """Every value's static shape by name (None where a dimension stays symbolic)."""
+    out: dict[str, list[int] | None] = {}
+    graph = model.graph
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        out[vi.name] = None if (not dims and not vi.type.tensor_type.HasField("shape")) or None in shape else shape
+    for init in graph.initializer:
+        out[init.name] = list(init.dims)
+    return out
+
+
+def fix_inputs(model: Any, sizes: dict[str, list[int]]) -> None:
+    """Set the dynamic dims of the named graph inputs to the given sizes (in place)."""
+    for inp in model.graph.input:
+        if inp.name in sizes:
+            for d, v in zip(inp.type.tensor_type.shape.dim, sizes[inp.name]):
+                d.Clear()
+                d.dim_value = int(v)
+
+
+def count_macs(path_or_model: str | Path | Any, input_sizes: dict[str, list[int]] | None = None) -> FlopCount | None:
+    """The MACs of one inference of the graph (None when the onnx package is missing).
+
+    `input_sizes` fixes dynamic inputs, e.g. {"image": [1, 256, 256, 3], "crop": [1, 2, 3]}."""
+    try:
+        import onnx
+        from onnx import helper, shape_inference
+    except ImportError:
+        return None
+    if isinstance(path_or_model, (str, Path)):
+        try:
+            model = onnx.load(str(path_or_model))
+        except Exception as e:  # noqa: BLE001 - onnx raises DecodeError and friends
+            raise CtdError(f"cannot read the ONNX graph: {e}", path=path_or_model) from None
+    else:
+        model = onnx.ModelProto()
+        model.CopyFrom(path_or_model)
+    fix_inputs(model, input_sizes or {})
+    model = shape_inference.infer_shapes(model, data_prop=True)
+    shapes = _shapes(model)
+    count = FlopCount()
+    for node in _all_nodes(model.graph):
+        if node.op_type not in COUNTED_OPS:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        macs = node_macs(node.op_type, [shapes.get(i) for i in node.input], shapes.get(node.output[0]), attrs)
+        if macs is None:
+            count.unknown_nodes.append(node.name or node.op_type)
+            continue
+        count.macs_by_op[node.op_type] = count.macs_by_op.get(node.op_type, 0) + macs
+    return count
+
+
+def _all_nodes(graph: Any) -> list[Any]:
+    """The nodes of a graph and of its subgraphs (If/Loop bodies)."""
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for attr in node.attribute:
+            if attr.type == attr.GRAPH:
+                nodes.extend(_all_nodes(attr.g))
+    return nodes

@@ -1,0 +1,303 @@
+"""`ctd bench`: the contenders timed side by side in one process, per stage, interleaved.
+
+Every contender runs through the same `Landmarker` (the station's passes) on the same images:
+image decode (`image_io.read_image`), face box (the coarse-to-fine passes before the last, or
+none with a given box), inference (the last pass's backend call, less the backend's own decode
+sub-stage), decode (the eager pipeline's numpy decode; inside the fused graph it is part of
+inference and shows 0), PFL (quality flags and the PFL measurement), end to end (all of it).
+Contenders take turns one iteration at a time (`stats.interleaved_schedule`) over `rounds`
+repeats; ONNX Runtime sessions come from `open_session` (spinning off) and the torch plug-ins set
+their thread count, so none keeps the cores busy while another is timed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ctd_runtime.bench import stats
+from ctd_runtime.bench.contenders import BenchContext, Contender, ContenderSet, find_contenders
+from ctd_runtime.bench.flops import count_macs
+from ctd_runtime.bench.memory import memory_method, resident_mib
+from ctd_runtime.bench.peak import matmul_peak_gflops
+from ctd_runtime.bench.timing import TimedBackend
+from ctd_runtime.errors import CtdError
+from ctd_runtime.image_io import read_image
+from ctd_runtime.landmarker import Landmarker, LandmarkerOptions
+from ctd_runtime.machine import describe_machine, usable_cores
+
+STAGES = ("image_decode", "face_box", "inference", "decode", "pfl", "end_to_end")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Options of one `ctd bench` run (saved in the JSON)."""
+
+    batches: tuple[int, ...] = (1,)
+    warmup: int = 3
+    iters: int = 20
+    rounds: int = 3
+    threads: int = field(default_factory=usable_cores)
+    images: Path | None = None
+    given_box: bool = False
+    max_images: int = 64
+    peak_n: int = 1024
+    gpu: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise CtdError(f"batch sizes must be positive integers, not {list(self.batches)}")
+        if self.warmup < 0 or self.iters < 1 or self.rounds < 1 or self.threads < 1:
+            raise CtdError("need --warmup >= 0, --iters >= 1, --rounds >= 1 and --threads >= 1")
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    """"1,4" -> (1, 4); CtdError for anything but positive integers."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CtdError(f"--batch takes comma-separated positive integers (e.g. 1,4), not {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise CtdError(f"--batch takes comma-separated positive integers (e.g. 1,4), not {text!r}")
+    return values
+
+
+@dataclass
+class Inputs:
+    """The image files timed, and their annotations (schema points) when the folder has them."""
+
+    paths: list[Path]
+    annotated: Any = None  # ctd_runtime.annotations.AnnotatedImages
+    note: str = ""
+
+
+def load_inputs(config: BenchConfig, scratch: Path) -> Inputs:
+    """--images DIR (annotated: images/ + annotations.csv; else its image files), or one synthetic
+    640x480 image written to `scratch` (latency only)."""
+    folder = config.images
+    if folder is None:
+        import cv2
+
+        path = scratch / "synthetic.png"
+        rng = np.random.default_rng(0)
+        cv2.imwrite(str(path), rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))
+        return Inputs([path], note="no --images: one synthetic 640x480 noise image (latency only, no face)")
+    if not folder.is_dir():
+        raise CtdError("--images folder not found" if not folder.exists() else "--images is not a folder", path=folder)
+    if (folder / "annotations.csv").is_file():
+        from ctd_runtime.annotations import read_annotations
+
+        ann = read_annotations(folder, validate_images=False)
+        return Inputs(list(ann.image_paths[: config.max_images]), ann)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: config.max_images]
+    if not paths:
+        raise CtdError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder", path=folder)
+    return Inputs(paths)
+
+
+@dataclass
+class Opened:
+    contender: Contender
+    backend: TimedBackend
+    landmarker: Landmarker
+    memory_mib: float = 0.0
+    samples: dict[int, list[dict[str, float]]] = field(default_factory=dict)
+
+
+def gt_boxes(lm: Landmarker, inputs: Inputs, idx: list[int], gt: np.ndarray | None) -> list | None:
+    if gt is None:
+        return None
+    from ctd_runtime.station_eval import ground_truth_box
+
+    return [ground_truth_box(lm.crop_spec.rule, inputs.annotated.points[i], gt[i], lm.schema.pfl_pair) for i in idx]
+
+
+def time_iteration(o: Opened, inputs: Inputs, idx: list[int], gt: np.ndarray | None) -> dict[str, float]:
+    """One timed call of `detect_batch` on the images `idx`, split into stages (seconds)."""
+    o.backend.reset()
+    t0 = time.perf_counter()
+    images = [read_image(inputs.paths[i]) for i in idx]
+    t1 = time.perf_counter()
+    boxes = gt_boxes(o.landmarker, inputs, idx, gt)
+    t2 = time.perf_counter()
+    dets = o.landmarker.detect_batch(images, boxes)
+    t3 = time.perf_counter()
+    calls = o.backend.calls
+    last = calls[-1]
+    decode = last.stages.get("decode", 0.0)
+    return {
+        "image_decode": t1 - t0,
+        "face_box": sum(c.seconds for c in calls[:-1]) + (t2 - t1),
+        "inference": last.seconds - decode,
+        "decode": decode,
+        "pfl": sum(d.timings.get("flags", 0.0) for d in dets),
+        "end_to_end": (t1 - t0) + (t3 - t1),
+        "network_seconds": sum(c.seconds - c.stages.get("decode", 0.0) for c in calls),
+        "network_images": float(sum(c.images for c in calls)),
+        "passes": float(len(calls)),
+    }
+
+
+def open_all(found: ContenderSet, threads: int) -> tuple[list[Opened], dict[str, str]]:
+    """Open each contender, measuring the memory it adds; a contender whose open fails is skipped."""
+    opened, skipped = [], dict(found.skipped)
+    for c in found.contenders:
+        before = resident_mib()
+        try:
+            backend = TimedBackend(c.open())
+            lm = Landmarker(backend, LandmarkerOptions(threads=threads))
+        except CtdError as e:
+            skipped[c.name] = f"cannot open: {e}"
+            continue
+        opened.append(Opened(c, backend, lm, memory_mib=resident_mib() - before))
+    return opened, skipped
+
+
+def run_schedule(opened: list[Opened], inputs: Inputs, config: BenchConfig, gt: np.ndarray | None) -> None:
+    """Warm-up, then the timed interleaved rounds, for every batch size; fills `samples`."""
+    by_name = {o.contender.name: o for o in opened}
+    names = list(by_name)
+    n = len(inputs.paths)
+    for batch in config.batches:
+        for r, i, name in stats.interleaved_schedule(names, config.warmup, 1):
+            time_iteration(by_name[name], inputs, [(i * batch + j) % n for j in range(batch)], gt)
+        for o in opened:
+            o.samples[batch] = []
+        for r, i, name in stats.interleaved_schedule(names, config.iters, config.rounds):
+            idx = [((r * config.iters + i) * batch + j) % n for j in range(batch)]
+            sample = time_iteration(by_name[name], inputs, idx, gt)
+            by_name[name].samples[batch].append(sample | {"round": r})
+
+
+def summarize_samples(samples: list[dict[str, float]], batch: int, flops: float | None, peak: float | None) -> dict[str, Any]:
+    """Per stage p50/p90/p99 (ms), the spread over rounds, throughput and fraction of the peak."""
+    rounds = [int(s["round"]) for s in samples]
+    e2e = [s["end_to_end"] for s in samples]
+    net_s = sum(s["network_seconds"] for s in samples)
+    net_images = sum(s["network_images"] for s in samples)
+    gflops_per_s = flops * net_images / net_s / 1e9 if flops and net_s else None
+    return {
+        "stages": {k: stats.latency_summary([s[k] for s in samples]) for k in STAGES},
+        "spread": stats.round_spread(e2e, rounds),
+        "throughput_images_per_s": batch / float(np.median(e2e)),
+        "passes_mean": float(np.mean([s["passes"] for s in samples])),
+        "network_gflops_per_s": gflops_per_s,
+        "fraction_of_peak": gflops_per_s / peak if gflops_per_s and peak else None,
+    }
+
+
+def accuracy(opened: list[Opened], inputs: Inputs, gt: np.ndarray, given_box: bool) -> dict[str, dict[str, Any]]:
+    """ME, FR, AUC (PFL units, threshold 0.1) and mean |PFL error| of every contender on the
+    annotated images, and its largest landmark difference (px) against the FP32 reference."""
+    from ctd_runtime.metrics import evaluate_landmarks
+
+    preds = {}
+    for o in opened:
+        pred = np.full(gt.shape, np.nan)
+        for i in range(len(inputs.paths)):
+            boxes = gt_boxes(o.landmarker, inputs, [i], gt if given_box else None)
+            det = o.landmarker.detect_batch([read_image(inputs.paths[i])], boxes)[0]
+            if det.found:
+                pred[i] = det.landmarks
+        preds[o.contender.name] = pred
+    ref = next((o.contender.name for o in opened if o.contender.reference), None)
+    pair = opened[0].landmarker.schema.pfl_pair
+    out = {}
+    for name, pred in preds.items():
+        found = np.all(np.isfinite(pred), axis=(1, 2))
+        row: dict[str, Any] = {"found": int(found.sum()), "images": len(found)}
+        if found.any():
+            ev = evaluate_landmarks(pred[found], gt[found], "pfl", 0.10, pair)
+            row |= {"me_pfl": ev.summary.me, "fr_pfl": ev.summary.fr, "auc_pfl": ev.summary.auc,
+                    "pfl_error_mean_abs_pfl": ev.pfl_error_mean_abs}
+        if ref is not None:
+            both = found & np.all(np.isfinite(preds[ref]), axis=(1, 2))
+            diff = np.linalg.norm(pred[both] - preds[ref][both], axis=-1)
+            row["max_px_vs_fp32"] = float(diff.max()) if diff.size else None
+        out[name] = row
+    return out
+
+
+def add_ratios(results: dict[str, dict[int, dict[str, Any]]], baseline: str | None) -> None:
+    """Each contender's speed-up over the baseline (baseline p50 / contender p50), end to end and
+    for inference, per batch size."""
+    if baseline is None:
+        return
+    for per_batch in results.values():
+        for batch, row in per_batch.items():
+            ref = results[baseline][batch]["stages"]
+            row["ratio_vs_baseline"] = {k: stats.ratio(ref[k].get("p50_ms"), row["stages"][k].get("p50_ms"))
+                                        for k in ("end_to_end", "inference")}
+
+
+def model_flops(opened: list[Opened]) -> dict[str, Any]:
+    """MACs/FLOPs of one network pass, from the FP32 reference graph (onnx imported lazily)."""
+    ref = next((o for o in opened if o.contender.reference and o.contender.model), None)
+    if ref is None:
+        return {"note": "no FP32 ONNX model among the contenders: FLOPs not counted"}
+    size = ref.landmarker.metadata.input_size
+    count = count_macs(ref.contender.model, {"image": [1, size, size, 3], "crop": [1, 2, 3]})
+    if count is None:
+        return {"note": "the onnx package is not installed: FLOPs not counted (pip install onnx)"}
+    return count.to_dict() | {"model": str(ref.contender.model)}
+
+
+def choose_baseline(opened: list[Opened]) -> tuple[str | None, str]:
+    base = next((o.contender.name for o in opened if o.contender.baseline), None)
+    if base is not None:
+        return base, "the PyTorch eager pipeline"
+    ref = next((o.contender.name for o in opened if o.contender.reference), None)
+    return ref, "no PyTorch baseline (give a run folder with torch installed): ratios are against ONNX Runtime FP32"
+
+
+def run_bench(targets: list[str | Path], config: BenchConfig,
+              extra: list[Callable[[Path, BenchContext], ContenderSet]] | None = None) -> dict[str, Any]:
+    """Find, open, time (interleaved) and score the contenders; the result as JSON-ready dict."""
+    found = find_contenders(targets, BenchContext(config.threads, config.gpu), extra)
+    with tempfile.TemporaryDirectory(prefix="ctd-bench-") as scratch:
+        inputs = load_inputs(config, Path(scratch))
+        opened, skipped = open_all(found, config.threads)
+        if not opened:
+            raise CtdError("no contender could be opened: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        try:
+            gt = None if inputs.annotated is None else opened[0].landmarker.schema.select(
+                inputs.annotated.points, where=inputs.annotated.root / "annotations.csv")
+            if config.given_box and gt is None:
+                raise CtdError("--given-box needs an annotated --images folder (images/ + annotations.csv)")
+            run_schedule(opened, inputs, config, gt if config.given_box else None)
+            peak = matmul_peak_gflops(config.peak_n)
+            flops = model_flops(opened)
+            acc = accuracy(opened, inputs, gt, config.given_box) if gt is not None else {}
+        finally:
+            for o in opened:
+                o.landmarker.close()
+    per_pass = flops.get("flops")
+    results = {o.contender.name: {b: summarize_samples(o.samples[b], b, per_pass, peak["gflops"])
+                                  | {"memory_mib": o.memory_mib} for b in config.batches} for o in opened}
+    baseline, baseline_note = choose_baseline(opened)
+    add_ratios(results, baseline)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "machine": describe_machine(threads=config.threads, numpy=np.__version__),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "targets": [str(t) for t in targets],
+        "inputs": {"images": len(inputs.paths), "annotated": inputs.annotated is not None, "note": inputs.note,
+                   "box": "given (annotations)" if config.given_box else "auto (coarse-to-fine passes)"},
+        "contenders": {o.contender.name: {"kind": o.contender.kind, "precision": o.contender.precision,
+                                          "device": o.contender.device, "model": str(o.contender.model or ""),
+                                          "baseline": o.contender.name == baseline} for o in opened},
+        "skipped": skipped,
+        "baseline": baseline, "baseline_note": baseline_note,
+        "results": {name: {str(b): row for b, row in per_batch.items()} for name, per_batch in results.items()},
+        "accuracy": acc,
+        "flops": flops, "peak": peak,
+        "memory_method": memory_method(),
+        "order": "interleaved: each iteration runs every contender once, the first one rotating",
+    }
