@@ -140,12 +140,15 @@ def plugin_contenders(run_dir: Path, context: BenchContext, label: str = "") -> 
         except ImportError as e:
             out.skipped[f"{label}{ep.name}"] = f"cannot import {ep.value}: {e}"
             continue
-        found = factory(run_dir, context)
-        for c in found.contenders:
-            c.name = label + c.name
-        out.contenders.extend(found.contenders)
-        out.skipped.update({label + k: v for k, v in found.skipped.items()})
+        out.extend(_labelled(factory(run_dir, context), label))
     return out
+
+
+def _labelled(found: ContenderSet, label: str) -> ContenderSet:
+    """The set with `label` before every name (several targets in one run)."""
+    for c in found.contenders:
+        c.name = label + c.name
+    return ContenderSet(found.contenders, {label + k: v for k, v in found.skipped.items()})
 
 
 def find_contenders(targets: list[str | Path], context: BenchContext,
@@ -160,12 +163,10 @@ def find_contenders(targets: list[str | Path], context: BenchContext,
         if kind == "model":
             out.extend(runtime_contenders(path, context, label))
         elif extra is not None:
+            if not extra:
+                out.skipped[f"{label}pytorch eager"] = f"{path}: a run folder, but no run contender (torch missing?)"
             for factory in extra:
-                found = factory(path, context)
-                for c in found.contenders:
-                    c.name = label + c.name
-                out.contenders.extend(found.contenders)
-                out.skipped.update({label + k: v for k, v in found.skipped.items()})
+                out.extend(_labelled(factory(path, context), label))
         else:
             out.extend(plugin_contenders(path, context, label))
     _check_unique(out.contenders)
