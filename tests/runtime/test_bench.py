@@ -1,0 +1,217 @@
+"""`ctd bench`: statistics, the interleaved order, ratios, FLOPs against a hand count, the JSON
+of a real (tiny, 2-iteration) run with the PyTorch baseline and ONNX Runtime, and the CLI's
+answers to bad input. Timings here are smoke runs: only their structure is asserted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from ctd_runtime.annotations import write_annotations
+from ctd_runtime.bench import BenchConfig, parse_batches, run_bench
+from ctd_runtime.bench.contenders import BenchContext, resolve_target, runtime_contenders
+from ctd_runtime.bench.flops import count_macs, node_macs
+from ctd_runtime.bench.harness import STAGES, add_ratios
+from ctd_runtime.bench.peak import fraction_of_peak, matmul_peak_gflops
+from ctd_runtime.bench.report import write_outputs
+from ctd_runtime.bench.stats import interleaved_schedule, latency_summary, ratio, round_spread
+from ctd_runtime.errors import CtdError
+from tests.runtime._station_data import blob_png
+from tests.runtime.test_infer_cli import ctd
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def test_percentiles_in_ms():
+    s = latency_summary([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert s["p50_ms"] == pytest.approx(50.5)
+    assert s["p90_ms"] == pytest.approx(90.1)
+    assert s["p99_ms"] == pytest.approx(99.01)
+    assert s["mean_ms"] == pytest.approx(50.5) and s["n"] == 100
+
+
+def test_spread_is_over_the_round_medians():
+    seconds = [0.010, 0.012, 0.011, 0.030, 0.031, 0.029]
+    spread = round_spread(seconds, [0, 0, 0, 1, 1, 1])
+    assert spread["round_median_min_ms"] == pytest.approx(11.0)
+    assert spread["round_median_max_ms"] == pytest.approx(30.0)
+    assert spread["rounds"] == 2 and spread["iqr_ms"] > 0
+
+
+def test_interleaved_order_runs_each_contender_once_per_iteration_first_rotating():
+    names = ["a", "b", "c"]
+    order = interleaved_schedule(names, iters=4, rounds=2)
+    assert len(order) == 3 * 4 * 2
+    for k in range(0, len(order), 3):  # every iteration: all three, each once
+        block = order[k:k + 3]
+        assert sorted(n for *_, n in block) == names and len({(r, i) for r, i, _ in block}) == 1
+    firsts = [order[k][2] for k in range(0, len(order), 3)]
+    assert firsts[:4] == ["a", "b", "c", "a"]  # no contender always first
+    assert all(order[k][2] != order[k + 1][2] for k in range(len(order) - 1))  # never two in a row
+
+
+def test_ratios_against_the_baseline():
+    assert ratio(40.0, 20.0) == pytest.approx(2.0)
+    assert ratio(None, 20.0) is None and ratio(40.0, 0.0) is None
+
+    def row(e2e, inf):
+        return {1: {"stages": {"end_to_end": {"p50_ms": e2e}, "inference": {"p50_ms": inf}}}}
+
+    results = {"eager": row(36.0, 30.0), "ort": row(24.0, 10.0)}
+    add_ratios(results, "eager")
+    assert results["ort"][1]["ratio_vs_baseline"] == {"end_to_end": pytest.approx(1.5), "inference": pytest.approx(3.0)}
+    assert results["eager"][1]["ratio_vs_baseline"]["end_to_end"] == pytest.approx(1.0)
+
+
+def test_batch_option_parsing():
+    assert parse_batches("1,4") == (1, 4)
+    for bad in ("", "0", "1,x", "-2"):
+        with pytest.raises(CtdError, match="--batch"):
+            parse_batches(bad)
+
+
+def test_peak_probe_and_fraction():
+    peak = matmul_peak_gflops(64, repeats=2)
+    assert peak["gflops"] > 0 and peak["n"] == 64
+    assert fraction_of_peak(2e9, 0.1, 40.0) == pytest.approx(0.5)  # 20 GFLOP/s of 40
+    assert fraction_of_peak(None, 0.1, 40.0) is None
+
+
+# ---------------------------------------------------------------------------- FLOPs
+
+
+def _tiny_graph(batch):
+    """Conv 3->4 k3 p1 on 8x8, ConvTranspose 4->2 k4 s2 p1 to 16x16, Flatten, Gemm 512->10."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in
+             (("w1", (4, 3, 3, 3)), ("w2", (4, 2, 4, 4)), ("w3", (512, 10)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("ConvTranspose", ["c1", "w2"], ["c2"], strides=[2, 2], pads=[1, 1, 1, 1], name="deconv"),
+             helper.make_node("Flatten", ["c2"], ["f"]),
+             helper.make_node("Gemm", ["f", "w3"], ["y"], name="gemm")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_flops_match_a_hand_count():
+    conv = 4 * 8 * 8 * 3 * 3 * 3      # Cout * H * W * Cin * k * k = 6912
+    deconv = 4 * 8 * 8 * 2 * 4 * 4    # Cin * Hin * Win * Cout * k * k = 8192
+    gemm = 10 * 512                   # N * K = 5120
+    count = count_macs(_tiny_graph(1))
+    assert count.macs_by_op == {"Conv": conv, "ConvTranspose": deconv, "Gemm": gemm}
+    assert count.flops == 2 * (conv + deconv + gemm) and not count.unknown_nodes
+
+
+def test_dynamic_inputs_are_fixed_and_unknown_shapes_reported():
+    dynamic = _tiny_graph("N")
+    assert count_macs(dynamic, {"x": [2, 3, 8, 8]}).macs == 2 * (6912 + 8192 + 5120)
+    assert count_macs(dynamic).unknown_nodes  # batch left symbolic: said, not guessed
+    assert node_macs("Conv", [None, None], None, {}) is None and node_macs("Relu", [], None, {}) == 0
+
+
+def test_no_flops_without_onnx(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert count_macs("whatever.onnx") is None
+
+
+# ---------------------------------------------------------------------------- contenders
+
+
+def test_targets_and_siblings(tiny_model, tmp_path):
+    assert resolve_target(tiny_model) == ("model", tiny_model)
+    assert resolve_target(tiny_model.parent) == ("model", tiny_model)
+    assert resolve_target(tmp_path) == ("run", tmp_path)
+    with pytest.raises(CtdError, match="not found"):
+        resolve_target(tmp_path / "missing.onnx")
+    found = runtime_contenders(tiny_model, BenchContext(1))
+    assert [c.name for c in found.contenders] == ["onnxruntime fp32"] and found.contenders[0].reference
+    assert "model.int8.onnx not found" in found.skipped["onnxruntime int8"]
+    assert "model.plan not found" in found.skipped["tensorrt fp32/fp16"]
+
+
+# ---------------------------------------------------------------------------- one real run
+
+
+@pytest.fixture
+def annotated(tmp_path):
+    root = tmp_path / "data"
+    names = [f"s{i}.png" for i in range(3)]
+    points = [blob_png(root / "images" / n, i + 20) for i, n in enumerate(names)]
+    write_annotations(root, names, [f"s{i}" for i in range(3)], np.stack(points))
+    return root
+
+
+def _tiny_run():
+    from tests.export import _tiny_fused as tf
+
+    return SimpleNamespace(predictor=tf.trained_predictor(0), normalization=tf.NORMALIZATION, codec=tf.CODEC,
+                           decode="argmax", input_size=tf.INPUT_SIZE, schema=tf.tiny_metadata().schema,
+                           run_id="tiny", config={"crop": "schema", "margin": 0.8})
+
+
+def test_a_run_with_the_baseline_writes_the_json(tiny_model, annotated, tmp_path):
+    from ctd_export.bench_contenders import pytorch_contenders
+
+    run = _tiny_run()
+    config = BenchConfig(batches=(1, 2), warmup=1, iters=2, rounds=2, threads=1, images=annotated, peak_n=64, gpu=False)
+    (tmp_path / "run").mkdir()
+    result = run_bench([tmp_path / "run", tiny_model], config,
+                       extra=[lambda d, c: pytorch_contenders(d, c, run=run)])
+    files = write_outputs(result, tmp_path / "out")
+    data = json.loads(files["json"].read_text())
+    names = ["run: pytorch eager fp32", f"{tiny_model.parent.name}: onnxruntime fp32"]
+    assert data["baseline"] == names[0] and data["contenders"][names[0]]["baseline"]
+    assert set(data["results"]) == set(names)
+    for name in names:
+        for batch in ("1", "2"):
+            row = data["results"][name][batch]
+            assert set(row["stages"]) == set(STAGES)
+            assert row["stages"]["end_to_end"]["n"] == 2 * 2  # iters x rounds
+            assert row["stages"]["end_to_end"]["p50_ms"] >= row["stages"]["inference"]["p50_ms"] > 0
+            assert row["spread"]["rounds"] == 2 and row["throughput_images_per_s"] > 0
+            assert 0 < row["fraction_of_peak"] and row["ratio_vs_baseline"]["end_to_end"] > 0
+    base = data["results"][names[0]]["1"]
+    assert base["ratio_vs_baseline"]["end_to_end"] == pytest.approx(1.0)
+    assert base["stages"]["decode"]["p50_ms"] > 0  # eager decodes in numpy; the fused graph inside
+    assert data["results"][names[1]]["1"]["stages"]["decode"]["p50_ms"] == 0
+    assert data["flops"]["macs"] > 0 and data["peak"]["gflops"] > 0
+    acc = data["accuracy"]
+    assert set(acc) == set(names) and all(a["found"] == 3 for a in acc.values())
+    assert acc[names[1]]["max_px_vs_fp32"] == 0.0 and acc[names[0]]["max_px_vs_fp32"] < 2.0
+    assert acc[names[1]]["me_pfl"] < 0.2
+    assert "skipped" in data and any("cuda" in k for k in data["skipped"])
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_cli_bad_input_exit_codes(tiny_model, tmp_path, capsys):
+    code, _, err = ctd(["bench", tmp_path / "missing.onnx", "--iters", "1"], capsys)
+    assert code == 2 and "missing.onnx" in err and "not found" in err
+    code, _, err = ctd(["bench", tiny_model, "--batch", "1,x"], capsys)
+    assert code == 2 and "--batch" in err
+    code, _, err = ctd(["bench", tiny_model, "--batch", "0"], capsys)
+    assert code == 2 and "--batch" in err
+    code, _, _ = ctd(["bench", tiny_model, "--iters", "0"], capsys)
+    assert code == 2
+    code, _, err = ctd(["bench", tiny_model, "--images", tmp_path / "nope"], capsys)
+    assert code == 2 and "nope" in err
+    (tmp_path / "notes.txt").write_text("x")
+    code, _, err = ctd(["bench", tmp_path / "notes.txt"], capsys)
+    assert code == 2 and "notes.txt" in err
+
+
+def test_cli_smoke_run(tiny_model, tmp_path, capsys):
+    code, out, _ = ctd(["bench", tiny_model, "--iters", "1", "--warmup", "0", "--rounds", "1", "--threads", "1",
+                        "--no-gpu", "--out", tmp_path / "o"], capsys)
+    assert code == 0 and "onnxruntime fp32" in out
+    assert json.loads((tmp_path / "o" / "bench.json").read_text())["schema_version"] == 1
