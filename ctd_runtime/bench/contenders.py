@@ -133,7 +133,7 @@ def plugin_contenders(run_dir: Path, context: BenchContext, label: str = "") -> 
     eps = list(entry_points(group=GROUP))
     if not eps:
         out.skipped[f"{label}pytorch eager"] = (f"no {GROUP} plug-in is installed (pip install -e '.[train]' "
-                                                "registers ctd_export's)")
+                                                "registers the PyTorch contenders)")
     for ep in eps:
         try:
             factory = ep.load()
@@ -154,7 +154,7 @@ def _labelled(found: ContenderSet, label: str) -> ContenderSet:
 def find_contenders(targets: list[str | Path], context: BenchContext,
                     extra: list[Callable[[Path, BenchContext], ContenderSet]] | None = None) -> ContenderSet:
     """Every contender of the given models and runs. `extra`: factories called for each run in
-    place of the entry points (benchmarks/latency.py passes ctd_export's directly)."""
+    place of the entry points (benchmarks/latency.py passes the PyTorch factory directly)."""
     resolved = [resolve_target(t) for t in targets]
     out = ContenderSet()
     many = len(resolved) > 1

@@ -38,7 +38,7 @@ def test_each_register_adds_the_commands_its_entry_points_name():
         assert _command_names(app) == names
         declared |= names
     assert {"train", "evaluate", "export", "teacher", "data"} <= declared
-    assert _command_names(build_app()) == declared | {"build-engine", "infer"}
+    assert _command_names(build_app()) == declared | {"build-engine", "infer", "bench"}
 
 
 def _fake_entry_points(monkeypatch, value: str, names: tuple[str, ...]) -> None:

@@ -17,7 +17,7 @@ import ctd_runtime
 
 TORCH = ("torch", "onnx")
 TRAINING = TORCH + ("ctd_train", "ctd_export")
-COMMANDS = ("train", "evaluate", "export", "teacher", "data", "build-engine", "infer")
+COMMANDS = ("train", "evaluate", "export", "teacher", "data", "build-engine", "infer", "bench")
 
 
 def _block(names: tuple[str, ...]) -> str:
