@@ -2,7 +2,8 @@
 operators that carry almost all of a landmark network's arithmetic), FLOPs = 2 x MACs.
 
 Shapes come from ONNX shape inference on the graph with its dynamic input dimensions fixed (batch
-1, the image at the network's input size). The onnx package is imported inside `count_macs`, never
+1, the image at the network's input size); values it cannot follow (the fused graph's warp makes
+the network's input shape from data) are read from one ONNX Runtime run on zero inputs. The onnx package is imported inside `count_macs`, never
 at import time (a station has no onnx); without it the count is None and the report says so.
 """
 
@@ -109,10 +110,12 @@ def count_macs(path_or_model: str | Path | Any, input_sizes: dict[str, list[int]
     fix_inputs(model, input_sizes or {})
     model = shape_inference.infer_shapes(model, data_prop=True)
     shapes = _shapes(model)
+    counted = [n for n in _all_nodes(model.graph) if n.op_type in COUNTED_OPS]
+    missing = {v for n in counted for v in (n.input[0], n.output[0]) if shapes.get(v) is None}
+    if missing and input_sizes:  # e.g. the fused graph's warp: shapes ONNX inference cannot follow
+        shapes |= shapes_by_running(model, sorted(missing), input_sizes)
     count = FlopCount()
-    for node in _all_nodes(model.graph):
-        if node.op_type not in COUNTED_OPS:
-            continue
+    for node in counted:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         macs = node_macs(node.op_type, [shapes.get(i) for i in node.input], shapes.get(node.output[0]), attrs)
         if macs is None:
@@ -120,6 +123,30 @@ def count_macs(path_or_model: str | Path | Any, input_sizes: dict[str, list[int]
             continue
         count.macs_by_op[node.op_type] = count.macs_by_op.get(node.op_type, 0) + macs
     return count
+
+
+def shapes_by_running(model: Any, names: list[str], input_sizes: dict[str, list[int]]) -> dict[str, list[int]]:
+    """The shapes of values `names` from one ONNX Runtime run on zero inputs of `input_sizes`
+    (graph optimisation off, the values added as graph outputs); {} when the run fails."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    from ctd_runtime.backends.ort_session import open_session
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in known)
+    feeds = {i.name: np.zeros(input_sizes[i.name], helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+             for i in probe.graph.input if i.name in input_sizes}
+    try:
+        session = open_session(probe.SerializeToString(), threads=1, optimization="disable")
+        wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
+        values = session.run(wanted, feeds)
+    except Exception:  # noqa: BLE001 - a graph ORT cannot run leaves the nodes unknown, as reported
+        return {}
+    return {n: list(v.shape) for n, v in zip(wanted, values)}
 
 
 def _all_nodes(graph: Any) -> list[Any]:
