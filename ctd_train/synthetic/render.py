@@ -203,8 +203,8 @@ def _draw_eye(img: np.ndarray, shape: tuple[int, int], ident: Identity, proj: _P
     _disc(layer, shape, proj, iris_c, 5.8, np.asarray(ident.iris, np.float32))
     _disc(layer, shape, proj, iris_c, 2.0, np.array([0.04, 0.04, 0.05], np.float32))
     _disc(layer, shape, proj, iris_c + [-1.5, -1.5], 0.7, np.array([0.95, 0.95, 0.95], np.float32))
-    lid_shadow = stroke(shape, proj.points(upper), 1.6 * proj.px_per_mm)
-    blend(layer, cv2.GaussianBlur(lid_shadow, (0, 0), 0.8 * proj.px_per_mm), (0.25, 0.25, 0.3), 0.5)
+    lid_shadow = stroke(shape, proj.points(upper[8:-8]), 1.2 * proj.px_per_mm)  # the corners stay bright
+    blend(layer, cv2.GaussianBlur(lid_shadow, (0, 0), 0.6 * proj.px_per_mm), (0.25, 0.25, 0.3), 0.4)
     blend(img, opening, layer)
     lashes = proj.points(upper[5:-5]) + [0.0, -0.6]
     blend(img, stroke(shape, lashes, max(1.0, 0.5 * proj.px_per_mm)), (0.08, 0.07, 0.07), 0.85)
