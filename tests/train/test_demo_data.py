@@ -193,6 +193,13 @@ def test_obj_captures_give_the_true_3d_pfl(data: Path) -> None:
     assert abs(pfls[0] - pfls[1]) > 0.01 and all(20.0 < p < 40.0 for p in pfls)
 
 
+def test_station_finds_the_captures_folder_as_mesh_captures(data: Path) -> None:
+    from ctd_runtime.captures import find_captures
+
+    found = find_captures([data / "captures"])
+    assert [(c.kind, c.path.name) for c in found] == [("mesh", "000-1.obj"), ("mesh", "001-1.obj")]
+
+
 def test_true_3d_pfl_is_longer_than_its_frontal_projection() -> None:
     ident = face3d.sample_identity(np.random.default_rng(5))
     chord, corners = true_pfl_3d(ident)
@@ -239,6 +246,37 @@ def test_failed_generation_leaves_no_folder_and_a_killed_ones_temp_is_removed(
     out = folder.demo_data(cache_dir=tmp_path, **SMALL)
     assert out == tmp_path / name and not stale.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+_SLOW_GENERATION = """
+import sys, time
+from ctd_train.synthetic import folder
+draw = folder.render_face
+def slow(*args):
+    time.sleep(60)
+    return draw(*args)
+folder.render_face = slow
+folder.demo_data(cache_dir=sys.argv[1], seed=1, n_subjects=1, images_per_subject=2, n_captures=0, size=(320, 240))
+"""
+
+
+def test_sigkilled_generation_leaves_no_data_folder_and_the_next_call_completes(tmp_path: Path) -> None:
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_GENERATION, str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".*.tmp/data/images")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(tmp_path.glob(".*.tmp/data/images")), "the generation never started"
+    finally:
+        proc.kill()
+        proc.wait()
+    name = f"{folder.VERSION}-1-1x2-c0-320x240"
+    assert not (tmp_path / name).exists() and len(list(tmp_path.glob(".*.tmp"))) == 1
+    out = folder.demo_data(cache_dir=tmp_path, **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    assert len(read_annotations(out)) == 2
 
 
 def test_default_cache_dir_honours_ctd_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
