@@ -7,6 +7,9 @@ in minutes. Identities vary (face shape, eye size and shape, palpebral fissure l
 mouth geometry, skin tone), as do head poses, scale, lighting, backgrounds, sensor noise and blur;
 the eye corners are the drawn corners of the eye opening, at exactly the annotated pixel.
 
+Landmarks are in pixels of their image, origin at the centre of the top-left pixel, x right, y
+down (DESIGN.md "Pixels"); ctd_train.synthetic.render says how the drawing keeps that exact.
+
 What it is not: a benchmark. Errors measured on it say nothing about accuracy on real faces
 (use ../shared/data/imm-face or your own annotated photographs for that).
 

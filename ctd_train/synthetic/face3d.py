@@ -107,7 +107,7 @@ def _lid_at(ident: Identity, side: float, t: np.ndarray) -> tuple[np.ndarray, np
     return base + up * ident.eye_open_up * g, base - up * ident.eye_open_down * g
 
 
-def _catmull_rom(points: np.ndarray, n: int) -> np.ndarray:
+def catmull_rom(points: np.ndarray, n: int) -> np.ndarray:
     """A smooth curve through `points` (m, d), n samples, passing through every point."""
     p = np.vstack([2 * points[0] - points[1], points, 2 * points[-1] - points[-2]])
     seg = np.minimum((np.linspace(0, 1, n) * (len(points) - 1)).astype(int), len(points) - 2)

@@ -26,6 +26,7 @@ import numpy as np
 
 from ctd_runtime.annotations import IMAGES_DIR, write_annotations
 from ctd_runtime.atomic import remove_stale_temps, temp_dir, write_bytes_atomic, write_json_atomic, write_text_atomic
+from ctd_runtime.errors import CtdError
 from ctd_runtime.pfl import SIDECAR_KEY, sidecar_path
 from ctd_train.synthetic import capture3d, face3d
 from ctd_train.synthetic.face3d import Identity, Pose
@@ -65,7 +66,7 @@ def _placed(ident: Identity, yaw: float, pitch: float, roll: float, scale: float
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     room = np.asarray(size, np.float64) - 1.0 - 2 * MARGIN_PX - (hi - lo)
     if np.any(room < 0):
-        raise ValueError(f"a face at {scale:.2f} px/mm does not fit a {size[0]}x{size[1]} image")
+        raise CtdError(f"a face at {scale:.2f} px/mm does not fit a {size[0]}x{size[1]} image")
     t = MARGIN_PX - lo + rng.uniform(0.15, 0.85, 2) * room
     return Pose(yaw, pitch, roll, scale, float(t[0]), float(t[1]))
 
@@ -73,7 +74,7 @@ def _placed(ident: Identity, yaw: float, pitch: float, roll: float, scale: float
 def plan_shots(ident: Identity, n: int, size: tuple[int, int], rng: np.random.Generator) -> list[Shot]:
     """The first `n` image types of one subject (type 5 repeats type 1's pose, moved by <= 2 px)."""
     if not 1 <= n <= len(TYPE_ORDER):
-        raise ValueError(f"images_per_subject must be 1..{len(TYPE_ORDER)}, got {n}")
+        raise CtdError(f"images per subject must be 1..{len(TYPE_ORDER)} (one per image type), got {n}")
     unit = min(size[0] / 640.0, size[1] / 480.0)
     base = (rng.uniform(-4, 4), rng.uniform(-4, 4), rng.uniform(-5, 5), rng.uniform(1.3, 1.8) * unit)
     shots: dict[int, Shot] = {}
@@ -97,7 +98,7 @@ def generate(out_dir: str | Path, n_subjects: int = 20, images_per_subject: int 
     The same arguments give byte-identical files."""
     out = Path(out_dir)
     if (out / "annotations.csv").exists():
-        raise FileExistsError(f"{out} already holds a data set")
+        raise CtdError("the folder already holds a data set (annotations.csv); give an empty or new folder", path=out)
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     names, subjects, points, meta, captures = [], [], [], [], []
     for s in range(n_subjects):

@@ -221,7 +221,7 @@ def _disc(layer: np.ndarray, shape: tuple[int, int], proj: _Projector, centre_mm
 def _draw_brows(img: np.ndarray, shape: tuple[int, int], ident: Identity, proj: _Projector) -> None:
     pts = face3d.landmarks_2d(ident)
     for first in (29, 34):
-        line = face3d._catmull_rom(pts[first:first + 5], 30)
+        line = face3d.catmull_rom(pts[first:first + 5], 30)
         width = np.interp(np.linspace(0, 1, 30), [0, 0.3, 1], [4.5, 4.0, 1.5])[:, None]
         poly = np.vstack([line + [0, 1] * width * 0.5, (line - [0, 1] * width * 0.5)[::-1]])
         blend(img, coverage(shape, [proj.points(poly)]), np.asarray(ident.hair) * 0.8, 0.85)
@@ -231,9 +231,9 @@ def _draw_nose(img: np.ndarray, shape: tuple[int, int], ident: Identity, proj: _
     pts = face3d.landmarks_2d(ident)
     sigma = 1.2 * proj.px_per_mm
     for side in (pts[47:51], pts[54:58][::-1]):
-        side_line = stroke(shape, proj.points(face3d._catmull_rom(side, 20)), 2.0 * proj.px_per_mm)
+        side_line = stroke(shape, proj.points(face3d.catmull_rom(side, 20)), 2.0 * proj.px_per_mm)
         blend(img, cv2.GaussianBlur(side_line, (0, 0), sigma), skin * 0.6, 0.45)
-    base = face3d._catmull_rom(pts[50:55], 30)
+    base = face3d.catmull_rom(pts[50:55], 30)
     blend(img, cv2.GaussianBlur(stroke(shape, proj.points(base + [0, 1.0]), 2.5 * proj.px_per_mm), (0, 0), sigma),
           skin * 0.45, 0.55)
     for k in (51, 53):
@@ -250,11 +250,11 @@ def _draw_nose(img: np.ndarray, shape: tuple[int, int], ident: Identity, proj: _
 
 def _draw_mouth(img: np.ndarray, shape: tuple[int, int], ident: Identity, proj: _Projector, skin: np.ndarray) -> None:
     m = face3d.landmarks_2d(ident)[39:47]
-    upper = face3d._catmull_rom(m[0:5], 40)
-    lower = face3d._catmull_rom(np.vstack([m[4:8], m[:1]]), 40)
+    upper = face3d.catmull_rom(m[0:5], 40)
+    lower = face3d.catmull_rom(np.vstack([m[4:8], m[:1]]), 40)
     lip_colour = np.clip(skin * np.array([0.62, 0.58, 0.95]), 0, 1)
     blend(img, coverage(shape, [proj.points(np.vstack([upper, lower[1:-1]]))]), lip_colour)
-    seam = face3d._catmull_rom(np.array([m[0], (m[2] + m[6]) / 2 + [0, -0.5], m[4]]), 30)
+    seam = face3d.catmull_rom(np.array([m[0], (m[2] + m[6]) / 2 + [0, -0.5], m[4]]), 30)
     blend(img, stroke(shape, proj.points(seam), max(1.0, 0.8 * proj.px_per_mm)), lip_colour * 0.35, 0.9)
 
 

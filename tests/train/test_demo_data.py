@@ -286,3 +286,13 @@ def test_default_cache_dir_honours_ctd_cache_dir(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert folder.default_cache_dir() == tmp_path / "x" / "ctd" / "demo-data"
     assert os.fspath(folder.default_cache_dir()).endswith("ctd/demo-data")
+
+
+def test_bad_arguments_are_ctd_errors(tmp_path: Path) -> None:
+    from ctd_runtime.errors import CtdError
+
+    with pytest.raises(CtdError, match="1..6"):
+        generate(tmp_path / "a", n_subjects=1, images_per_subject=7)
+    generate(tmp_path / "c", n_subjects=1, images_per_subject=1, size=(320, 240), n_captures=0)
+    with pytest.raises(CtdError, match="already holds a data set"):
+        generate(tmp_path / "c", n_subjects=1, images_per_subject=1, size=(320, 240), n_captures=0)
