@@ -30,6 +30,7 @@ from ctd_runtime.errors import CtdError
 from ctd_runtime.image_io import read_image
 from ctd_runtime.landmarker import Landmarker, LandmarkerOptions
 from ctd_runtime.machine import describe_machine, usable_cores
+from ctd_runtime.station_eval import ground_truth_box
 
 STAGES = ("image_decode", "face_box", "inference", "decode", "pfl", "end_to_end")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -114,8 +115,6 @@ class Opened:
 def gt_boxes(lm: Landmarker, inputs: Inputs, idx: list[int], gt: np.ndarray | None) -> list | None:
     if gt is None:
         return None
-    from ctd_runtime.station_eval import ground_truth_box
-
     return [ground_truth_box(lm.crop_spec.rule, inputs.annotated.points[i], gt[i], lm.schema.pfl_pair) for i in idx]
 
 
@@ -263,14 +262,14 @@ def run_bench(targets: list[str | Path], config: BenchConfig,
     found = find_contenders(targets, BenchContext(config.threads, config.gpu), extra)
     with tempfile.TemporaryDirectory(prefix="ctd-bench-") as scratch:
         inputs = load_inputs(config, Path(scratch))
+        if config.given_box and inputs.annotated is None:
+            raise CtdError("--given-box needs an annotated --images folder (images/ + annotations.csv)")
         opened, skipped = open_all(found, config.threads)
         if not opened:
             raise CtdError("no contender could be opened: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         try:
             gt = None if inputs.annotated is None else opened[0].landmarker.schema.select(
                 inputs.annotated.points, where=inputs.annotated.root / "annotations.csv")
-            if config.given_box and gt is None:
-                raise CtdError("--given-box needs an annotated --images folder (images/ + annotations.csv)")
             run_schedule(opened, inputs, config, gt if config.given_box else None)
             peak = matmul_peak_gflops(config.peak_n)
             flops = model_flops(opened)

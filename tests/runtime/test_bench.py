@@ -204,6 +204,16 @@ def test_a_run_with_the_baseline_writes_the_json(tiny_model, annotated, tmp_path
     assert "skipped" in data and any("cuda" in k for k in data["skipped"])
 
 
+def test_given_box_is_one_pass_and_needs_annotations(tiny_model, annotated, tmp_path):
+    config = BenchConfig(warmup=0, iters=2, rounds=1, threads=1, images=annotated, given_box=True, peak_n=32, gpu=False)
+    data = run_bench([tiny_model], config)
+    row = data["results"]["onnxruntime fp32"]["1"]
+    assert row["passes_mean"] == 1.0  # the box's crop, no coarse passes: face_box holds no backend call
+    assert data["inputs"]["box"].startswith("given") and data["accuracy"]["onnxruntime fp32"]["found"] == 3
+    with pytest.raises(CtdError, match="--given-box needs an annotated"):
+        run_bench([tiny_model], BenchConfig(iters=1, threads=1, given_box=True, peak_n=32, gpu=False))
+
+
 # ---------------------------------------------------------------------------- CLI
 
 
