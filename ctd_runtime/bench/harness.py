@@ -144,16 +144,24 @@ def time_iteration(o: Opened, inputs: Inputs, idx: list[int], gt: np.ndarray | N
     }
 
 
-def open_all(found: ContenderSet, threads: int) -> tuple[list[Opened], dict[str, str]]:
-    """Open each contender, measuring the memory it adds; a contender whose open fails is skipped."""
+def open_all(found: ContenderSet, threads: int, first_image: Path) -> tuple[list[Opened], dict[str, str]]:
+    """Open each contender and run it once on `first_image`, measuring the memory that adds (the
+    model and its first run's buffers); a contender whose open fails is skipped, with the reason."""
     opened, skipped = [], dict(found.skipped)
+    image = read_image(first_image)
     for c in found.contenders:
         before = resident_mib()
         try:
             backend = TimedBackend(c.open())
-            lm = Landmarker(backend, LandmarkerOptions(threads=threads))
         except CtdError as e:
             skipped[c.name] = f"cannot open: {e}"
+            continue
+        try:
+            lm = Landmarker(backend, LandmarkerOptions(threads=threads))
+            lm.detect(image)
+        except CtdError as e:
+            backend.close()
+            skipped[c.name] = f"cannot run: {e}"
             continue
         opened.append(Opened(c, backend, lm, memory_mib=resident_mib() - before))
     return opened, skipped
@@ -264,7 +272,7 @@ def run_bench(targets: list[str | Path], config: BenchConfig,
         inputs = load_inputs(config, Path(scratch))
         if config.given_box and inputs.annotated is None:
             raise CtdError("--given-box needs an annotated --images folder (images/ + annotations.csv)")
-        opened, skipped = open_all(found, config.threads)
+        opened, skipped = open_all(found, config.threads, inputs.paths[0])
         if not opened:
             raise CtdError("no contender could be opened: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         try:
@@ -296,7 +304,7 @@ def run_bench(targets: list[str | Path], config: BenchConfig,
         "baseline": baseline, "baseline_note": baseline_note,
         "results": {name: {str(b): row for b, row in per_batch.items()} for name, per_batch in results.items()},
         "accuracy": acc,
-        "flops": flops, "peak": peak,
+        "flops": flops, "peak": peak | {"threads": "numpy's BLAS default (every usable core)"},
         "memory_method": memory_method(),
         "order": "interleaved: each iteration runs every contender once, the first one rotating",
     }
