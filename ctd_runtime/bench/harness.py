@@ -161,6 +161,7 @@ def open_all(found: ContenderSet, threads: int, first_image: Path) -> tuple[list
             lm.detect(image)
         except CtdError as e:
             backend.close()
+            backend.inner.close()  # opened by c.open() even where the wrapper never was
             skipped[c.name] = f"cannot run: {e}"
             continue
         opened.append(Opened(c, backend, lm, memory_mib=resident_mib() - before))

@@ -238,3 +238,30 @@ def test_cli_smoke_run(tiny_model, tmp_path, capsys):
                         "--no-gpu", "--out", tmp_path / "o"], capsys)
     assert code == 0 and "onnxruntime fp32" in out
     assert json.loads((tmp_path / "o" / "bench.json").read_text())["schema_version"] == 1
+
+
+def test_a_contender_that_cannot_run_is_closed_and_skipped(tiny_model, tmp_path):
+    from ctd_runtime.backends import create_backend
+    from ctd_runtime.bench.contenders import Contender, ContenderSet
+    from ctd_runtime.bench.harness import open_all, load_inputs
+
+    class Broken:
+        def __init__(self):
+            self.inner = create_backend(tiny_model, threads=1).open()
+
+        def open(self):
+            inner = self.inner
+            def refuse(image, crop):
+                raise CtdError("refused on purpose")
+            inner._run = refuse
+            return inner
+
+    broken = Broken()
+    good = Contender("good", lambda: create_backend(tiny_model, threads=1).open(), "onnxruntime", reference=True)
+    found = ContenderSet([good, Contender("broken", broken.open, "onnxruntime")], {"earlier": "why"})
+    inputs = load_inputs(BenchConfig(), tmp_path)
+    opened, skipped = open_all(found, 1, inputs.paths[0])
+    assert [o.contender.name for o in opened] == ["good"]
+    assert skipped == {"earlier": "why", "broken": "cannot run: refused on purpose"}
+    assert not broken.inner.is_open
+    opened[0].landmarker.close()
