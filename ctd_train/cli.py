@@ -39,7 +39,7 @@ def train_cmd(
     schema: str = typer.Option("imm14", "--schema", help="Built-in schema name (imm14, imm58, imm-eye, ibug68) or schema JSON file."),
     teacher: str = typer.Option("hse-mobilenet-vggface2", "--teacher", help="Teacher name (`ctd teacher list`)."),
     teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights", help="Teacher weight file."),
-    method: str = typer.Option("ctd-ed", "--method", help="fe, ftp, ft, hg, ctd-cd, ctd-ed or ctd-com."),
+    method: str = typer.Option("ft", "--method", help="fe, ftp, ft (the recipe), hg, ctd-cd, ctd-ed or ctd-com."),
     train_subjects: Optional[int] = typer.Option(None, "--train-subjects", help="Limited labels: this many training subjects."),
     train_images: Optional[int] = typer.Option(None, "--train-images", help="Limited labels: this many training images."),
     val_subjects: Optional[int] = typer.Option(None, "--val-subjects", help="Validation subjects (default 10%)."),
