@@ -61,8 +61,8 @@ def ced_figure(curves: Mapping[str, np.ndarray], threshold: float, unit: str, ti
         fr = float(np.mean(~(e <= threshold))) if e.size else 0.0  # NaN errors count as failures
         ax.plot(x, y, label=f"{label} (AUC {auc(e, threshold):.3f}, FR {100 * fr:.1f}%)", linewidth=1.6)
     ax.axvline(threshold, color="0.35", linestyle="--", linewidth=1.0)
-    ax.annotate(f"threshold {threshold:g}", xy=(threshold, 0.02), xytext=(4, 0), textcoords="offset points",
-                fontsize=8, color="0.35")
+    ax.annotate(f"threshold {threshold:g}", xy=(threshold, 0.97), xytext=(4, 0), textcoords="offset points",
+                fontsize=8, color="0.35", va="top")  # top left of the line: the legend sits bottom right
     ax.set_xlim(0.0, x_max)
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel(UNIT_LABELS.get(unit, f"error ({unit})"))
@@ -70,6 +70,6 @@ def ced_figure(curves: Mapping[str, np.ndarray], threshold: float, unit: str, ti
     ax.set_title(title or f"CED (AUC and FR at threshold {threshold:g} {unit})")
     ax.grid(True, alpha=0.3)
     if curves:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
     fig.tight_layout()
     return fig
