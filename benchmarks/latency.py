@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=usable_cores())
     ap.add_argument("--images", type=Path, default=None, help="images; an annotated folder adds accuracy")
+    ap.add_argument("--max-images", type=int, default=64, help="use at most this many images of --images")
     ap.add_argument("--given-box", action="store_true", help="the annotations' boxes instead of the passes")
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU contenders")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "latency")
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     args = parse_args(argv)
     config = BenchConfig(batches=parse_batches(args.batch), warmup=args.warmup, iters=args.iters, rounds=args.rounds,
-                         threads=args.threads, images=args.images, given_box=args.given_box, gpu=not args.no_gpu)
+                         threads=args.threads, images=args.images, given_box=args.given_box, gpu=not args.no_gpu,
+                         max_images=args.max_images)
     result = run_bench(list(args.targets), config, extra=run_contenders())
     files = write_outputs(result, args.out)
     print_report(result, table_console())

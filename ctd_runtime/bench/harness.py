@@ -278,7 +278,7 @@ def run_bench(targets: list[str | Path], config: BenchConfig,
             raise CtdError("no contender could be opened: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
         try:
             gt = None if inputs.annotated is None else opened[0].landmarker.schema.select(
-                inputs.annotated.points, where=inputs.annotated.root / "annotations.csv")
+                inputs.annotated.points[: len(inputs.paths)], where=inputs.annotated.root / "annotations.csv")
             run_schedule(opened, inputs, config, gt if config.given_box else None)
             peak = matmul_peak_gflops(config.peak_n)
             flops = model_flops(opened)

@@ -25,6 +25,7 @@ def bench_cmd(
                                                                          "(default: the usable cores)."),
     images: Optional[Path] = typer.Option(None, "--images", help="Images to time; an annotated folder "
                                                                  "(images/ + annotations.csv) adds accuracy."),
+    max_images: int = typer.Option(64, "--max-images", min=1, help="Use at most this many images of --images."),
     given_box: bool = typer.Option(False, "--given-box", help="Use the annotations' boxes (one pass) instead "
                                                               "of the coarse-to-fine search."),
     gpu: bool = typer.Option(True, "--gpu/--no-gpu", help="Also time the GPU contenders where a GPU is there."),
@@ -34,7 +35,7 @@ def bench_cmd(
     from ctd_runtime.cli import table_console
 
     config = BenchConfig(batches=parse_batches(batch), warmup=warmup, iters=iters, rounds=rounds,
-                         threads=threads or usable_cores(), images=images, given_box=given_box, gpu=gpu)
+                         threads=threads or usable_cores(), images=images, given_box=given_box, gpu=gpu, max_images=max_images)
     result = run_bench(list(targets), config)
     files = write_outputs(result, out)
     console = table_console()

@@ -205,11 +205,13 @@ def test_a_run_with_the_baseline_writes_the_json(tiny_model, annotated, tmp_path
 
 
 def test_given_box_is_one_pass_and_needs_annotations(tiny_model, annotated, tmp_path):
-    config = BenchConfig(warmup=0, iters=2, rounds=1, threads=1, images=annotated, given_box=True, peak_n=32, gpu=False)
+    config = BenchConfig(warmup=0, iters=2, rounds=1, threads=1, images=annotated, given_box=True, peak_n=32, gpu=False,
+                         max_images=2)
     data = run_bench([tiny_model], config)
     row = data["results"]["onnxruntime fp32"]["1"]
     assert row["passes_mean"] == 1.0  # the box's crop, no coarse passes: face_box holds no backend call
-    assert data["inputs"]["box"].startswith("given") and data["accuracy"]["onnxruntime fp32"]["found"] == 3
+    acc = data["accuracy"]["onnxruntime fp32"]
+    assert data["inputs"]["box"].startswith("given") and acc["found"] == acc["images"] == 2  # --max-images
     with pytest.raises(CtdError, match="--given-box needs an annotated"):
         run_bench([tiny_model], BenchConfig(iters=1, threads=1, given_box=True, peak_n=32, gpu=False))
 
@@ -265,3 +267,27 @@ def test_a_contender_that_cannot_run_is_closed_and_skipped(tiny_model, tmp_path)
     assert skipped == {"earlier": "why", "broken": "cannot run: refused on purpose"}
     assert not broken.inner.is_open
     opened[0].landmarker.close()
+
+
+@pytest.mark.gpu
+def test_pytorch_cuda_contenders_agree_with_and_without_a_cuda_graph(tiny_model, tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from ctd_export.bench_contenders import pytorch_contenders
+
+    found = pytorch_contenders(tmp_path, BenchContext(1), run=_tiny_run())
+    assert [c.name for c in found.contenders] == ["pytorch eager fp32", "pytorch cuda fp16",
+                                                  "pytorch cuda fp16 + cuda graph"]
+    from tests.export import _tiny_fused as tf
+
+    samples, _ = tf.sample_set(4, seed=3)
+    outs = {}
+    for c in found.contenders:
+        backend = c.open()
+        outs[c.name] = np.stack([backend.run(img, a)[0] for img, a in samples])
+        outs[c.name + " again"] = np.stack([backend.run(img, a)[0] for img, a in samples])  # graph replayed
+        backend.close()
+    graph, plain = outs["pytorch cuda fp16 + cuda graph"], outs["pytorch cuda fp16"]
+    assert np.array_equal(graph, outs["pytorch cuda fp16 + cuda graph again"])
+    assert np.abs(graph - plain).max() < 0.5 and np.abs(plain - outs["pytorch eager fp32"]).max() < 2.0
