@@ -136,10 +136,8 @@ def _parse_header(header: list[str], csv_path: Path) -> tuple[int, int, list[tup
     return seen["image"], seen["subject"], [(xs[i], ys[i]) for i in range(n)]
 
 
-def read_annotations(root: str | Path, validate_images: bool = True) -> AnnotatedImages:
-    """Read `root/annotations.csv`; with `validate_images`, read every image to check that it
-    decodes and that every landmark lies inside it."""
-    root = Path(root)
+def _data_paths(root: Path) -> tuple[Path, Path]:
+    """(annotations.csv, images/) of a data folder; CtdError naming what is missing."""
     if not root.exists():
         raise CtdError("data folder not found", path=root)
     if not root.is_dir():
@@ -150,7 +148,11 @@ def read_annotations(root: str | Path, validate_images: bool = True) -> Annotate
     images_dir = root / IMAGES_DIR
     if not images_dir.is_dir():
         raise CtdError(f"the data folder has no {IMAGES_DIR}/ folder", path=images_dir)
+    return csv_path, images_dir
 
+
+def _csv_rows(csv_path: Path):
+    """(header, iterator of (row number, values)) of the CSV; CtdError for unreadable or invalid CSV."""
     try:
         text = csv_path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -162,28 +164,66 @@ def read_annotations(root: str | Path, validate_images: bool = True) -> Annotate
         raise CtdError("file is empty (expected a header image,subject,x0,y0,...)", path=csv_path) from None
     except csv.Error as e:
         raise CtdError(f"not valid CSV: {e}", path=csv_path, row=1) from None
-    col_image, col_subject, pcols = _parse_header(header, csv_path)
-    ncols = len(header)
 
+    def rows():
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise CtdError(f"not valid CSV: {e}", path=csv_path, row=reader.line_num) from None
+            if values and any(v.strip() for v in values):   # blank lines are skipped
+                yield reader.line_num, values
+
+    return header, rows()
+
+
+def _row_points(values: list[str], header: list[str], pcols, csv_path: Path, row: int) -> np.ndarray:
+    """The (x, y) of every point of one row; CtdError naming the column of a non-number or non-finite value."""
+    pts = np.empty((len(pcols), 2), dtype=np.float64)
+    for p, (cx, cy) in enumerate(pcols):
+        for axis, col in ((0, cx), (1, cy)):
+            raw = values[col].strip()
+            try:
+                v = float(raw)
+            except ValueError:
+                raise CtdError(f"column {header[col].strip()!r}: {raw!r} is not a number",
+                               path=csv_path, row=row) from None
+            if not math.isfinite(v):
+                raise CtdError(f"column {header[col].strip()!r}: coordinate is {raw} (must be finite)",
+                               path=csv_path, row=row)
+            pts[p, axis] = v
+    return pts
+
+
+def _image_sizes(paths: list[Path], points: np.ndarray, rows: list[int], csv_path: Path) -> np.ndarray:
+    """(width, height) of every image, each read (it must decode) and its points checked inside it."""
+    sizes = np.zeros((len(paths), 2), dtype=np.int64)
+    for i, (path, row) in enumerate(zip(paths, rows)):
+        img = read_image(path, where=csv_path, row=row)
+        h, w = img.shape[:2]
+        sizes[i] = (w, h)
+        check_inside(points[i], w, h, where=csv_path, row=row, image=path.name)
+    return sizes
+
+
+def read_annotations(root: str | Path, validate_images: bool = True) -> AnnotatedImages:
+    """Read `root/annotations.csv`; with `validate_images`, read every image to check that it
+    decodes and that every landmark lies inside it."""
+    root = Path(root)
+    csv_path, images_dir = _data_paths(root)
+    header, rows = _csv_rows(csv_path)
+    col_image, col_subject, pcols = _parse_header(header, csv_path)
     paths: list[Path] = []
     subjects: list[str] = []
     rows_pts: list[np.ndarray] = []
     row_numbers: list[int] = []
     first_row: dict[str, int] = {}
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            raise CtdError(f"not valid CSV: {e}", path=csv_path, row=reader.line_num) from None
-        row = reader.line_num
-        if not values or all(not v.strip() for v in values):
-            continue  # blank line
-        if len(values) != ncols:
-            raise CtdError(f"{len(values)} values but the header has {ncols} columns", path=csv_path, row=row)
-        image = values[col_image].strip()
-        subject = values[col_subject].strip()
+    for row, values in rows:
+        if len(values) != len(header):
+            raise CtdError(f"{len(values)} values but the header has {len(header)} columns", path=csv_path, row=row)
+        image, subject = values[col_image].strip(), values[col_subject].strip()
         if not image:
             raise CtdError("empty image name", path=csv_path, row=row)
         if not subject:
@@ -192,35 +232,14 @@ def read_annotations(root: str | Path, validate_images: bool = True) -> Annotate
             raise CtdError(f"image {image!r} is listed twice (first in row {first_row[image]})",
                            path=csv_path, row=row)
         first_row[image] = row
-        pts = np.empty((len(pcols), 2), dtype=np.float64)
-        for p, (cx, cy) in enumerate(pcols):
-            for axis, col in ((0, cx), (1, cy)):
-                raw = values[col].strip()
-                try:
-                    v = float(raw)
-                except ValueError:
-                    raise CtdError(f"column {header[col].strip()!r}: {raw!r} is not a number",
-                                   path=csv_path, row=row) from None
-                if not math.isfinite(v):
-                    raise CtdError(f"column {header[col].strip()!r}: coordinate is {raw} (must be finite)",
-                                   path=csv_path, row=row)
-                pts[p, axis] = v
+        rows_pts.append(_row_points(values, header, pcols, csv_path, row))
         paths.append(images_dir / image)
         subjects.append(subject)
-        rows_pts.append(pts)
         row_numbers.append(row)
     if not paths:
         raise CtdError("no annotated images (only a header)", path=csv_path)
-
     points = np.stack(rows_pts)
-    sizes = None
-    if validate_images:
-        sizes = np.zeros((len(paths), 2), dtype=np.int64)
-        for i, (path, row) in enumerate(zip(paths, row_numbers)):
-            img = read_image(path, where=csv_path, row=row)
-            h, w = img.shape[:2]
-            sizes[i] = (w, h)
-            check_inside(points[i], w, h, where=csv_path, row=row, image=path.name)
+    sizes = _image_sizes(paths, points, row_numbers, csv_path) if validate_images else None
     return AnnotatedImages(root=root, image_paths=paths, subjects=subjects, points=points, image_sizes=sizes)
 
 
