@@ -195,10 +195,15 @@ def _imm58() -> LandmarkSchema:
     )
 
 
+# the subject's right eye in IMM's 58 points: the PFL eye of imm14 and the refinement stage's imm-eye
+IMM_RIGHT_EYE = [
+    (21, "r_exocanthion"), (22, "r_upper_lid_1"), (23, "r_upper_lid_2"), (24, "r_upper_lid_3"),
+    (25, "r_endocanthion"), (26, "r_lower_lid_1"), (27, "r_lower_lid_2"), (28, "r_lower_lid_3"),
+]
+
+
 def _imm14() -> LandmarkSchema:
-    picks = [
-        (21, "r_exocanthion"), (22, "r_upper_lid_1"), (23, "r_upper_lid_2"), (24, "r_upper_lid_3"),
-        (25, "r_endocanthion"), (26, "r_lower_lid_1"), (27, "r_lower_lid_2"), (28, "r_lower_lid_3"),
+    picks = IMM_RIGHT_EYE + [
         (50, "r_ala"), (52, "subnasale"), (54, "l_ala"),
         (39, "r_cheilion"), (43, "l_cheilion"), (45, "lower_lip_mid"),
     ]
@@ -214,10 +219,7 @@ def _imm14() -> LandmarkSchema:
 
 
 def _imm_eye() -> LandmarkSchema:
-    picks = [
-        (21, "r_exocanthion"), (22, "r_upper_lid_1"), (23, "r_upper_lid_2"), (24, "r_upper_lid_3"),
-        (25, "r_endocanthion"), (26, "r_lower_lid_1"), (27, "r_lower_lid_2"), (28, "r_lower_lid_3"),
-    ]
+    picks = IMM_RIGHT_EYE
     return LandmarkSchema(
         name="imm-eye",
         landmark_names=tuple(n for _, n in picks),
