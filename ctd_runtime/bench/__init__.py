@@ -4,8 +4,9 @@
 
 Modules: `contenders` (what is timed, found from model siblings and plug-ins), `harness` (the
 interleaved timing per stage, accuracy, ratios), `stats` (percentiles, spread, the order),
-`flops` (MACs from the ONNX graph), `peak` (the matmul probe), `memory`, `timing` (the backend
-wrapper that records each pass), `report` (table, JSON, PNG). No torch, no onnx at import time.
+`peak` (the matmul probe), `memory`, `timing` (the backend
+wrapper that records each pass), `report` (table, JSON, PNG). No torch, no onnx: the MACs of the
+graph come from a counter found by entry point (ctd.bench_macs), the export package's.
 """
 
 from ctd_runtime.bench.contenders import BenchContext, Contender, ContenderSet, find_contenders

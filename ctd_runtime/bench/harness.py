@@ -22,7 +22,6 @@ import numpy as np
 
 from ctd_runtime.bench import stats
 from ctd_runtime.bench.contenders import BenchContext, Contender, ContenderSet, find_contenders
-from ctd_runtime.bench.flops import count_macs
 from ctd_runtime.bench.memory import memory_method, resident_mib
 from ctd_runtime.bench.peak import matmul_peak_gflops
 from ctd_runtime.bench.timing import TimedBackend
@@ -245,15 +244,33 @@ def add_ratios(results: dict[str, dict[int, dict[str, Any]]], baseline: str | No
                                         for k in ("end_to_end", "inference")}
 
 
-def model_flops(opened: list[Opened]) -> dict[str, Any]:
-    """MACs/FLOPs of one network pass, from the FP32 reference graph (onnx imported lazily)."""
+MACS_GROUP = "ctd.bench_macs"
+
+
+def mac_counter() -> Any:
+    """The graph MAC counter another package offers (entry point group MACS_GROUP; the export package's
+    reads the graph with onnx, which a station lacks), or None."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=MACS_GROUP):
+        try:
+            return ep.load()
+        except ImportError:
+            continue
+    return None
+
+
+def model_flops(opened: list[Opened], counter: Any = None) -> dict[str, Any]:
+    """MACs/FLOPs of one network pass, from the FP32 reference graph, by `counter` (default
+    `mac_counter()`)."""
     ref = next((o for o in opened if o.contender.reference and o.contender.model), None)
     if ref is None:
         return {"note": "no FP32 ONNX model among the contenders: FLOPs not counted"}
+    counter = counter or mac_counter()
+    if counter is None:
+        return {"note": "no MAC counter installed (pip install 'ctd[train]' adds the export package's): FLOPs not counted"}
     size = ref.landmarker.metadata.input_size
-    count = count_macs(ref.contender.model, {"image": [1, size, size, 3], "crop": [1, 2, 3]})
-    if count is None:
-        return {"note": "the onnx package is not installed: FLOPs not counted (pip install onnx)"}
+    count = counter(ref.contender.model, {"image": [1, size, size, 3], "crop": [1, 2, 3]})
     return count.to_dict() | {"model": str(ref.contender.model)}
 
 

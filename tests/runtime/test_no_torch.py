@@ -67,6 +67,21 @@ def test_runtime_names_no_upper_package():
     assert not offenders, offenders
 
 
+def test_runtime_imports_neither_torch_nor_onnx_anywhere():
+    """Not even lazily inside a function: a station has neither (onnxruntime is not onnx)."""
+    import ast
+
+    root = Path(ctd_runtime.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(root.parent)}:{node.lineno} {n}" for n in names
+                          if n.split(".")[0] in ("torch", "onnx", "onnxscript", "onnxconverter_common")]
+    assert not offenders, offenders
+
+
 @pytest.mark.parametrize("blocked", [TORCH, TRAINING], ids=["no-torch", "no-training-packages"])
 def test_ctd_help_and_version_list_every_command(blocked):
     proc = _ctd(["--help"], blocked)

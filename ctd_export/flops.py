@@ -3,8 +3,10 @@ operators that carry almost all of a landmark network's arithmetic), FLOPs = 2 x
 
 Shapes come from ONNX shape inference on the graph with its dynamic input dimensions fixed (batch
 1, the image at the network's input size); values it cannot follow (the fused graph's warp makes
-the network's input shape from data) are read from one ONNX Runtime run on zero inputs. The onnx package is imported inside `count_macs`, never
-at import time (a station has no onnx); without it the count is None and the report says so.
+the network's input shape from data) are read from one ONNX Runtime run on zero inputs.
+
+It lives here, with the onnx package, not in ctd_runtime: `ctd bench` finds `count_macs` through
+the `ctd.bench_macs` entry point, and on a station (no onnx) reports the count as unavailable.
 """
 
 from __future__ import annotations
@@ -90,15 +92,13 @@ def fix_inputs(model: Any, sizes: dict[str, list[int]]) -> None:
                 d.dim_value = int(v)
 
 
-def count_macs(path_or_model: str | Path | Any, input_sizes: dict[str, list[int]] | None = None) -> FlopCount | None:
-    """The MACs of one inference of the graph (None when the onnx package is missing).
+def count_macs(path_or_model: str | Path | Any, input_sizes: dict[str, list[int]] | None = None) -> FlopCount:
+    """The MACs of one inference of the graph.
 
     `input_sizes` fixes dynamic inputs, e.g. {"image": [1, 256, 256, 3], "crop": [1, 2, 3]}."""
-    try:
-        import onnx
-        from onnx import helper, shape_inference
-    except ImportError:
-        return None
+    import onnx
+    from onnx import helper, shape_inference
+
     if isinstance(path_or_model, (str, Path)):
         try:
             model = onnx.load(str(path_or_model))
