@@ -63,6 +63,27 @@ def _history(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def add_run_args(p: argparse.ArgumentParser, *, epochs: int, train_subjects: int, out: str, name: str) -> None:
+    """The options `variant_config` reads (data, teacher, schedule, split, threads) and the output
+    ones, with each script's own defaults."""
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--teacher", default="hse-mobilenet-vggface2")
+    p.add_argument("--teacher-weights", type=Path, default=None)
+    p.add_argument("--epochs", type=int, default=epochs, help="unless a variant says")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--head-lr-scale", type=float, default=1.0)
+    p.add_argument("--decode", default="dark")
+    p.add_argument("--train-subjects", type=int, default=train_subjects, help="0: every training subject")
+    p.add_argument("--val-subjects", type=int, default=5)
+    p.add_argument("--test-subjects", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default every core; 1 on a busy machine)")
+    p.add_argument("--out", type=Path, default=Path(out))
+    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
+    p.add_argument("--name", default=name, help="results file stem")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def history(run: Path) -> list[dict[str, Any]]:
     path = run / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

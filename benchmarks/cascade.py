@@ -22,7 +22,7 @@ import numpy as np
 
 from ctd_runtime.machine import cpu_model, usable_cores
 
-from _variants import DEFAULT_DATA, REPO, parse_variant, train_unless_finished, variant_config
+from _variants import add_run_args, parse_variant, train_unless_finished, variant_config
 
 FACE = "face:method=ft,epochs=30"
 EYE = "eye:method=ft,epochs=30,schema=imm-eye,crop=pfl,crop_scale=2.5,shift=0.05,scale=0.15,rotation=10"
@@ -32,54 +32,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--face", default=FACE, help="face-model variant (default %(default)s)")
     p.add_argument("--eye", default=EYE, help="eye-model variant (default %(default)s)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--iterations", type=int, default=1, help="refinement passes")
     p.add_argument("--no-refine", action="store_true", help="train and measure the face model only")
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--teacher", default="hse-mobilenet-vggface2")
-    p.add_argument("--teacher-weights", type=Path, default=None)
-    p.add_argument("--epochs", type=int, default=30, help="unless a variant says")
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--head-lr-scale", type=float, default=1.0)
-    p.add_argument("--decode", default="dark")
-    p.add_argument("--train-subjects", type=int, default=0, help="0: every training subject")
-    p.add_argument("--val-subjects", type=int, default=5)
-    p.add_argument("--test-subjects", type=int, default=10)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", type=Path, default=Path("runs/cascade"))
-    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
-    p.add_argument("--name", default="cascade")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_args(p, epochs=30, train_subjects=0, out="runs/cascade", name="cascade")
     args = p.parse_args(argv)
     args.train_subjects = args.train_subjects or None
     return args
 
 
-def pfl_errors(pred: np.ndarray, gt: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
-    """Signed PFL error per image as a fraction of the true PFL."""
-    length = lambda p: np.linalg.norm(p[:, pair[0]] - p[:, pair[1]], axis=-1)  # noqa: E731
-    return (length(pred) - length(gt)) / length(gt)
-
-
 def image_types(data: Path, names: list[str]) -> list[str]:
-    """IMM's image type (1-6) of each image from metadata.csv ('?' where absent)."""
-    import csv
+    """IMM's image type (1-6) of each image from metadata.csv ('?' for every image where absent)."""
+    from ctd_runtime.repeatability import read_column
 
     path = data / "metadata.csv"
-    if not path.exists():
-        return ["?"] * len(names)
-    with path.open(newline="") as f:
-        types = {row["image"]: row.get("image_type", "?") for row in csv.DictReader(f)}
-    return [types.get(n, "?") for n in names]
+    return read_column(path, "image_type", names) if path.exists() else ["?"] * len(names)
 
 
-def retest(pred: np.ndarray, names: list[str], subjects: list[str], types: list[str], pair) -> float | None:
-    """Mean |PFL_a - PFL_b| / mean(PFL_a, PFL_b) over subjects with both a type-1 and a type-5 image."""
-    length = np.linalg.norm(pred[:, pair[0]] - pred[:, pair[1]], axis=-1)
-    by = {(s, t): length[i] for i, (s, t) in enumerate(zip(subjects, types))}
-    diffs = [abs(by[(s, "1")] - by[(s, "5")]) / ((by[(s, "1")] + by[(s, "5")]) / 2)
-             for s in sorted(set(subjects)) if (s, "1") in by and (s, "5") in by]
-    return float(np.mean(diffs)) if diffs else None
+def stage_result(pred: np.ndarray, gt: np.ndarray, subjects: list[str], types: list[str],
+                 pair: tuple[int, int]) -> tuple[dict[str, Any], float | None]:
+    """One stage's PFL numbers (ctd_runtime.metrics and .repeatability) and the annotation's
+    test-retest over the same type-1 / type-5 pairs."""
+    from ctd_runtime.metrics import evaluate_landmarks
+    from ctd_runtime.repeatability import grouped_report
+
+    err = np.asarray(evaluate_landmarks(pred, gt, "pfl", 0.1, pair).pfl_error_signed, dtype=np.float64)
+    g = grouped_report(pred, gt, types, subjects, pair, "image_type", ("1", "5"))
+    corners = np.linalg.norm(pred[:, list(pair)] - gt[:, list(pair)], axis=-1)
+    some = g.retest_pred.n_pairs > 0
+    return {
+        "pfl_abs": float(np.mean(np.abs(err))), "pfl_signed": float(np.mean(err)), "corner_px": float(corners.mean()),
+        "retest": g.retest_pred.mean if some else None,
+        "per_type": {v.value: v.pfl_abs for v in g.by_value},
+        "per_image_pfl_abs": [float(x) for x in np.abs(err)],
+    }, (g.retest_truth.mean if some else None)
 
 
 def seed_result(args: argparse.Namespace, face_dir: Path, eye_dir: Path | None) -> dict[str, Any]:
@@ -96,15 +81,7 @@ def seed_result(args: argparse.Namespace, face_dir: Path, eye_dir: Path | None) 
     out: dict[str, Any] = {"summary": summary, "images": first.image_names, "types": types}
     stages = [("first_stage", first.pred)] + ([("cascade", refined)] if refined is not None else [])
     for label, pred in stages:
-        err = pfl_errors(pred, first.gt, pair)
-        corners = np.linalg.norm(pred[:, list(pair)] - first.gt[:, list(pair)], axis=-1)
-        out[label] = {
-            "pfl_abs": float(np.mean(np.abs(err))), "pfl_signed": float(np.mean(err)),
-            "corner_px": float(corners.mean()), "retest": retest(pred, first.image_names, first.subjects, types, pair),
-            "per_type": {t: float(np.mean(np.abs(err[np.asarray(types) == t]))) for t in sorted(set(types))},
-            "per_image_pfl_abs": [float(x) for x in np.abs(err)],
-        }
-    out["annotator_retest"] = retest(first.gt, first.image_names, first.subjects, types, pair)
+        out[label], out["annotator_retest"] = stage_result(pred, first.gt, first.subjects, types, pair)
     return out
 
 

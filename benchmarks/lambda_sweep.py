@@ -28,7 +28,7 @@ import numpy as np
 
 from ctd_runtime.machine import cpu_model, usable_cores
 
-from _variants import DEFAULT_DATA, REPO, history, parse_variant, train_unless_finished, variant_config
+from _variants import add_run_args, history, parse_variant, train_unless_finished, variant_config
 
 def run_summary(run: Path, decode: str) -> dict[str, Any]:
     """Best validation error, the test evaluation and per-image test errors of one finished run."""
@@ -66,22 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", required=True, help="NAME:key=value,... (see above)")
     p.add_argument("--baseline", default=None, help="variant the others are paired with (default: the first)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--teacher", default="hse-mobilenet-vggface2")
-    p.add_argument("--teacher-weights", type=Path, default=None)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--head-lr-scale", type=float, default=1.0)
-    p.add_argument("--decode", default="dark")
-    p.add_argument("--train-subjects", type=int, default=10, help="limited labels (0: every training subject)")
-    p.add_argument("--val-subjects", type=int, default=5)
-    p.add_argument("--test-subjects", type=int, default=10)
-    p.add_argument("--out", type=Path, default=Path("runs/lambda_sweep"))
-    p.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results")
-    p.add_argument("--name", default="lambda_sweep", help="results file stem")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default every core; 1 on a busy machine)")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_args(p, epochs=20, train_subjects=10, out="runs/lambda_sweep", name="lambda_sweep")
     args = p.parse_args(argv)
     if args.train_subjects == 0:
         args.train_subjects = None

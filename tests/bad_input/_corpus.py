@@ -9,18 +9,12 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ctd_runtime.cli import main
+from tests._cli import run_ctd
 
 
 def ctd(args: list, capsys) -> tuple[int, str, str]:
     """(exit code, stdout, stderr with its line breaks folded) of `ctd args`."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, " ".join(out.err.split())
+    return run_ctd(args, capsys, fold_stderr=True)
 
 
 def temporaries(root: Path) -> list[Path]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ctd_runtime.captures import find_captures
-from ctd_runtime.cli import main
+from tests._cli import run_ctd
 from ctd_runtime.results import CSV_HEAD
 from tests.runtime._station_data import (
     TEXTURE, blob_png, huge_png_header, plane_capture, plane_pfl_3d, truncated_copy,
@@ -21,14 +21,7 @@ from tests.runtime._station_data import (
 from tests.runtime.conftest import tiny_blob_image
 
 
-def ctd(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+ctd = run_ctd
 
 
 def _rows(out: Path) -> tuple[list[dict], list[dict]]:
