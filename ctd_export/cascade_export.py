@@ -31,20 +31,16 @@ from ctd_export.onnx_export import (
     build_fused_model,
     export_onnx_model,
 )
-from ctd_runtime import geometry
 from ctd_runtime.atomic import atomic_path, write_json_atomic
 from ctd_runtime.errors import CtdError
 
 
 def fissure_crops(landmarks: np.ndarray, pfl_pair: tuple[int, int], crop_scale: float, input_size: int) -> np.ndarray:
     """The second stage's crop affines [N, 2, 3] from first-stage landmarks [N, K, 2]."""
-    from ctd_train.data.dataset import crop_box
+    from ctd_runtime.crop_rule import pair_crop
 
-    out = []
-    for pts in np.asarray(landmarks, dtype=np.float64):
-        center, side, rotation = crop_box("pfl", pts[list(pfl_pair)], 0.0, crop_scale)
-        out.append(geometry.crop_affine(center, side, input_size, rotation))
-    return np.stack(out)
+    pts = np.asarray(landmarks, dtype=np.float64)
+    return np.stack([pair_crop(p[pfl_pair[0]], p[pfl_pair[1]], crop_scale).affine(input_size) for p in pts])
 
 
 def cascade_reference(face: Any, eye: Any, images: list[np.ndarray], crops: np.ndarray, decode: str,

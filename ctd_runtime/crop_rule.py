@@ -143,7 +143,7 @@ def crop_from_landmarks(spec: CropSpec, landmarks: np.ndarray, schema: LandmarkS
     pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
     if spec.rule == "pfl":
         a, b = pts[list(schema.pfl_pair)]
-        return _pair_crop(a, b, spec.crop_scale)
+        return pair_crop(a, b, spec.crop_scale)
     center, side = geometry.square_box(pts, 0.0)
     if spec.rule == "face":
         fit = face_fit if face_fit is not None else face_fit_for(schema)
@@ -157,7 +157,7 @@ def crop_from_box(spec: CropSpec, box: Box) -> CropBox:
     (square of its longer side x (1 + margin)); for pfl its horizontal mid-line is the fissure."""
     x, y, w, h = (float(v) for v in box)
     if spec.rule == "pfl":
-        return _pair_crop(np.array([x, y + h / 2]), np.array([x + w, y + h / 2]), spec.crop_scale)
+        return pair_crop(np.array([x, y + h / 2]), np.array([x + w, y + h / 2]), spec.crop_scale)
     side = max(w, h) * (1.0 + spec.margin)
     return CropBox((x + w / 2.0, y + h / 2.0), max(side, 1.0))
 
@@ -167,8 +167,11 @@ def whole_image_crop(width: int, height: int) -> CropBox:
     return CropBox(((width - 1) / 2.0, (height - 1) / 2.0), float(max(width, height)))
 
 
-def _pair_crop(a: np.ndarray, b: np.ndarray, crop_scale: float) -> CropBox:
-    if a[0] > b[0]:  # training orients the fissure left to right in the image
+def pair_crop(a: np.ndarray, b: np.ndarray, crop_scale: float) -> CropBox:
+    """The fissure crop on the corners a and b (either order): the one rule training, the cascade
+    and the station share, the fissure oriented left to right in the image."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a[0] > b[0]:
         a, b = b, a
     center, side, rotation = geometry.pair_aligned_box(a, b, crop_scale)
     return CropBox((float(center[0]), float(center[1])), side, rotation)

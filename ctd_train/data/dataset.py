@@ -9,7 +9,7 @@ and the landmarks go into the crop through the inverse of the same affine.
 
 Crop rules (`CROP_RULES`): "face" is the square above; "schema" the square around the schema's own
 points (what a model can compute from its own predictions: the station's second pass); "pfl" is the refinement stage's crop, a
-square on the schema's PFL pair (`ctd_runtime.geometry.pair_aligned_box`: centred on the
+square on the schema's PFL pair (`ctd_runtime.crop_rule.pair_crop`, the station's rule: centred on the
 fissure, `crop_scale` x PFL wide, rotated so the fissure is horizontal). `box_points` replaces the
 annotation as the source of the box (image index -> points): the first stage's predictions when
 a cascade is evaluated, so the second stage sees the crops it will see on the station.
@@ -30,13 +30,13 @@ from torch.utils.data import Dataset
 
 from ctd_runtime import geometry
 from ctd_runtime.codec import HeatmapCodec
+from ctd_runtime.crop_rule import CROP_RULES, pair_crop
 from ctd_runtime.errors import CtdError
 from ctd_runtime.normalization import Normalization
 from ctd_runtime.schema import LandmarkSchema
 from ctd_train.data.annotations import ANNOTATIONS_FILE, AnnotatedImages
 from ctd_train.data.augment import AugmentConfig, AugmentParams, photometric, sample_params
 
-CROP_RULES = ("face", "schema", "pfl")
 
 
 def crop_box(rule: str, points: np.ndarray, margin: float, crop_scale: float,
@@ -49,9 +49,8 @@ def crop_box(rule: str, points: np.ndarray, margin: float, crop_scale: float,
         center, side = geometry.square_box(pts, margin)
         return center, side, 0.0
     a, b = (pts[list(pfl_pair)] if pfl_pair is not None else pts[:2])
-    if a[0] > b[0]:
-        a, b = b, a
-    return geometry.pair_aligned_box(a, b, crop_scale)
+    crop = pair_crop(a, b, crop_scale)
+    return np.asarray(crop.center), crop.side, crop.rotation_deg
 
 
 class LandmarkCropDataset(Dataset):
