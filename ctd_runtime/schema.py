@@ -21,8 +21,11 @@ class LandmarkSchema:
     """K named landmarks picked from a source annotation.
 
     `pfl_pair` is (endocanthion, exocanthion) as indices into this schema's K landmarks.
-    `flip_pairs` lists (i, j) landmark indices that a horizontal flip swaps; empty for one-eye
-    (asymmetric) schemas, for which flip augmentation is refused.
+    `flip_pairs` lists (i, j) landmark indices that a horizontal flip swaps. A one-eye schema has
+    none, but its source annotation may hold the other eye: `flip_sources` then names, for each of
+    the K landmarks, the source point that becomes it in the mirrored image (the left eye's points
+    mirrored are a right eye), so flip augmentation doubles its eye examples. A schema with
+    neither refuses flip augmentation.
     """
 
     name: str
@@ -32,6 +35,7 @@ class LandmarkSchema:
     flip_pairs: tuple[tuple[int, int], ...] = ()
     num_source_points: int | None = None
     description: str = ""
+    flip_sources: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         k = len(self.landmark_names)
@@ -64,6 +68,21 @@ class LandmarkSchema:
             if a in seen or b in seen:
                 raise CtdError(f"schema {self.name!r}: landmark in more than one flip pair")
             seen.update((a, b))
+        self._check_flip_sources()
+
+    def _check_flip_sources(self) -> None:
+        if not self.flip_sources:
+            return
+        if self.flip_pairs:
+            raise CtdError(f"schema {self.name!r}: give flip_pairs or flip_sources, not both")
+        if len(self.flip_sources) != self.num_landmarks:
+            raise CtdError(f"schema {self.name!r}: {len(self.flip_sources)} flip sources for "
+                           f"{self.num_landmarks} landmarks")
+        limit = self.num_source_points
+        if any(i < 0 or (limit is not None and i >= limit) for i in self.flip_sources):
+            raise CtdError(f"schema {self.name!r}: flip source outside the annotation's points")
+        if len(set(self.flip_sources)) != self.num_landmarks:
+            raise CtdError(f"schema {self.name!r}: a source point is used twice in flip_sources")
 
     @property
     def num_landmarks(self) -> int:
@@ -71,12 +90,21 @@ class LandmarkSchema:
 
     @property
     def can_flip(self) -> bool:
-        """True when horizontal flip has a well-defined landmark permutation."""
-        return len(self.flip_pairs) > 0
+        """True when a horizontal flip has well-defined labels (flip pairs or flip sources)."""
+        return len(self.flip_pairs) > 0 or len(self.flip_sources) > 0
+
+    def flipped_points(self, source_points: np.ndarray) -> np.ndarray:
+        """This schema's K points of the mirrored image, in the unmirrored image's pixels [K, 2]:
+        the same points swapped by `flip_pairs`, or the `flip_sources` points."""
+        if self.flip_sources:
+            pts = np.asarray(source_points)
+            self.check_source(pts.shape[-2])
+            return pts[..., list(self.flip_sources), :]
+        return self.select(source_points)[..., self.flip_permutation(), :]
 
     def flip_permutation(self) -> np.ndarray:
         """Index array p with flipped[i] = original[p[i]] after a horizontal flip."""
-        if not self.can_flip:
+        if not self.flip_pairs:
             raise CtdError(
                 f"schema {self.name!r} has no left/right flip pairs (one-eye schema): "
                 "horizontal flip would mislabel landmarks; disable flip augmentation"
@@ -121,6 +149,7 @@ class LandmarkSchema:
             "flip_pairs": [list(p) for p in self.flip_pairs],
             "num_source_points": self.num_source_points,
             "description": self.description,
+            "flip_sources": list(self.flip_sources),
         }
 
     def to_json(self) -> str:
@@ -139,6 +168,7 @@ class LandmarkSchema:
                     None if d.get("num_source_points") is None else int(d["num_source_points"])
                 ),
                 description=str(d.get("description", "")),
+                flip_sources=tuple(int(i) for i in d.get("flip_sources", [])),
             )
         except CtdError as e:
             raise CtdError(str(e), path=where) from None
@@ -195,11 +225,15 @@ def _imm58() -> LandmarkSchema:
     )
 
 
-# the subject's right eye in IMM's 58 points: the PFL eye of imm14 and the refinement stage's imm-eye
+# the subject's right eye in IMM's 58 points: the PFL eye of imm14 and the refinement stage's imm-eye;
+# IMM's left-eye contour (13-20) starts at its lateral corner too, so 13 + i mirrors 21 + i
 IMM_RIGHT_EYE = [
     (21, "r_exocanthion"), (22, "r_upper_lid_1"), (23, "r_upper_lid_2"), (24, "r_upper_lid_3"),
     (25, "r_endocanthion"), (26, "r_lower_lid_1"), (27, "r_lower_lid_2"), (28, "r_lower_lid_3"),
 ]
+
+
+_IMM_MIRROR = {**{21 + i: 13 + i for i in range(8)}, 50: 54, 52: 52, 54: 50, 39: 43, 43: 39, 45: 45}
 
 
 def _imm14() -> LandmarkSchema:
@@ -214,7 +248,9 @@ def _imm14() -> LandmarkSchema:
         pfl_pair=(4, 0),
         flip_pairs=(),
         num_source_points=58,
-        description="One eye + nose + mouth from IMM (like the one-eye clinical schema); no flip pairs.",
+        description="One eye + nose + mouth from IMM (like the one-eye clinical schema); flip augmentation "
+                    "takes the mirrored left eye as the eye (flip_sources).",
+        flip_sources=tuple(_IMM_MIRROR[i] for i, _ in picks),
     )
 
 
@@ -228,7 +264,8 @@ def _imm_eye() -> LandmarkSchema:
         flip_pairs=(),
         num_source_points=58,
         description="The subject's right eye from IMM (8 points): the refinement stage's schema, trained on "
-                    "crops aligned on the fissure (ctd train --crop pfl).",
+                    "crops aligned on the fissure (ctd train --crop pfl); flip takes the mirrored left eye.",
+        flip_sources=tuple(_IMM_MIRROR[i] for i, _ in picks),
     )
 
 

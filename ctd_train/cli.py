@@ -66,7 +66,7 @@ def train_cmd(
     rotation: Optional[float] = typer.Option(None, "--rotation", help="Augmentation: rotation in [-deg, deg]."),
     shift: Optional[float] = typer.Option(None, "--shift", help="Augmentation: crop centre shift, fraction of the crop side."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train without augmentation."),
-    flip: bool = typer.Option(False, "--flip", help="Horizontal flip augmentation (schemas with flip pairs only)."),
+    flip: bool = typer.Option(False, "--flip", help="Horizontal flip augmentation (flip pairs swap; a one-eye schema such as imm14 takes the mirrored other eye)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader worker processes."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: every core)."),
     device: str = typer.Option("auto", "--device", help="auto (a CUDA GPU when torch sees one) | cpu | cuda | cuda:N."),

@@ -59,7 +59,8 @@ class LandmarkCropDataset(Dataset):
     image [3, S, S] float32 (normalised), heatmaps [K, S/stride, S/stride] float32,
     target_weight [K] float32 (0 for landmarks outside the crop), landmarks [K, 2] crop px,
     landmarks_image [K, 2] source px, affine [2, 3] float32 (crop px -> source px; after a flip
-    the affine contains the mirror, and landmarks/landmarks_image are permuted accordingly),
+    the affine contains the mirror, and landmarks/landmarks_image are the mirrored image's points:
+    swapped by the schema's flip pairs, or its flip sources, e.g. the other eye),
     index: the image's index in `images` (int64).
     """
 
@@ -104,10 +105,9 @@ class LandmarkCropDataset(Dataset):
         self.box_points = box_points
         if augment is not None and augment.flip and not schema.can_flip:
             raise CtdError(
-                f"flip augmentation requested but schema {schema.name!r} has no left/right flip pairs "
-                "(one-eye schema): a flip would mislabel landmarks; disable flip"
+                f"flip augmentation requested but schema {schema.name!r} has neither flip pairs nor flip "
+                "sources (a one-eye schema without the other eye): a flip would mislabel landmarks; disable flip"
             )
-        self._perm = schema.flip_permutation() if schema.can_flip else None
         # fails early, naming the annotation file, when the schema needs points the data lacks
         self.schema.select(images.points[:1], where=images.root / ANNOTATIONS_FILE)
 
@@ -131,15 +131,17 @@ class LandmarkCropDataset(Dataset):
         idx = self.indices[i]
         image = self.images.load_image(idx, cache=self.cache_images)
         all_points = self.images.points[idx]
-        pts = self.schema.select(all_points)
-        center, side, rotation = self._box(idx, all_points, pts)
         p = self.params(i)
+        # a flipped sample is labelled with the mirrored image's points (for a one-eye schema: the
+        # other eye), and its box is found from those, so the crop holds what the labels name
+        pts = self.schema.flipped_points(all_points) if p.flip else self.schema.select(all_points)
+        center, side, rotation = self._box(idx, all_points, pts)
         size = self.output_size
         center = center + np.asarray(p.shift) * side
         affine = geometry.crop_affine(center, side * p.scale, size, rotation + p.rotation_deg, flip=p.flip)
         crop = geometry.warp_to_crop(image, affine, size)
         crop = photometric(crop, p)
-        lm_image = pts[self._perm] if p.flip else pts
+        lm_image = pts
         lm_crop = geometry.apply_affine(geometry.invert_affine(affine), lm_image)
         heatmaps, weights = self.codec.encode(lm_crop)
         return {

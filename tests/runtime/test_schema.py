@@ -13,9 +13,29 @@ def test_imm14_matches_the_data_readme():
     assert s.source_indices == (21, 22, 23, 24, 25, 26, 27, 28, 50, 52, 54, 39, 43, 45)
     endo, exo = s.pfl_pair
     assert s.source_indices[endo] == 25 and s.source_indices[exo] == 21
-    assert not s.can_flip
+    # one eye: no flip pairs, but a mirrored image's right eye is the left eye (13..20), and the
+    # nose and mouth corners swap
+    assert s.can_flip and not s.flip_pairs
     with pytest.raises(CtdError, match="flip"):
         s.flip_permutation()
+    assert s.flip_sources == (13, 14, 15, 16, 17, 18, 19, 20, 54, 52, 50, 43, 39, 45)
+    imm58 = get_schema("imm58")
+    perm = imm58.flip_permutation()
+    assert all(perm[src] == mirror for src, mirror in zip(s.source_indices, s.flip_sources))
+    pts = np.arange(58 * 2, dtype=float).reshape(58, 2)
+    np.testing.assert_array_equal(s.flipped_points(pts), pts[list(s.flip_sources)])
+    assert LandmarkSchema.from_json(s.to_json()) == s
+
+
+def test_flip_sources_are_checked():
+    base = dict(name="x", landmark_names=("a", "b"), source_indices=(0, 1), pfl_pair=(0, 1), num_source_points=4)
+    assert LandmarkSchema(**base, flip_sources=(2, 3)).can_flip
+    assert not LandmarkSchema(**base).can_flip
+    for bad, match in [((2,), "1 flip sources for 2"), ((2, 4), "outside"), ((2, 2), "used twice")]:
+        with pytest.raises(CtdError, match=match):
+            LandmarkSchema(**base, flip_sources=bad)
+    with pytest.raises(CtdError, match="not both"):
+        LandmarkSchema(**base, flip_pairs=((0, 1),), flip_sources=(2, 3))
 
 
 def test_imm58_flip_pairs_are_an_involution_keeping_pfl_eye_semantics():
@@ -107,6 +127,6 @@ def test_eye_schema_is_the_right_eye_of_imm14():
     """The refinement stage's schema names the same source points as imm14's eye, so its
     predictions replace imm14's eye landmarks one for one."""
     eye, face = get_schema("imm-eye"), get_schema("imm14")
-    assert eye.num_landmarks == 8 and not eye.can_flip
+    assert eye.num_landmarks == 8 and eye.can_flip and eye.flip_sources == face.flip_sources[:8]
     assert [eye.source_indices[i] for i in eye.pfl_pair] == [face.source_indices[i] for i in face.pfl_pair]
     assert set(eye.source_indices) <= set(face.source_indices)

@@ -138,11 +138,31 @@ def test_flip_permutes_landmarks_and_mirrors_the_crop(dots):
         np.testing.assert_allclose(c, f["landmarks"], atol=0.1)
 
 
-def test_flip_refused_for_one_eye_schema(imm_like):
+def test_flip_refused_for_a_schema_without_flip_labels(dots):
+    data = read_annotations(dots)
+    one_sided = LandmarkSchema(name="one", landmark_names=("a", "b"), source_indices=(0, 1), pfl_pair=(0, 1))
+    with pytest.raises(CtdError, match="'one' has neither flip pairs nor flip sources"):
+        LandmarkCropDataset(data, None, one_sided, NORM, HeatmapCodec(), AugmentConfig(flip=True))
+
+
+@pytest.mark.parametrize("crop", ["face", "schema", "pfl"])
+def test_one_eye_flip_labels_the_mirrored_other_eye(imm_like, crop):
+    """imm14 flipped: its eye is the source's left eye, mirrored; the crop is found from those
+    points, so they lie inside it as the right eye's do in an unflipped crop."""
     data = read_annotations(imm_like)
-    with pytest.raises(CtdError, match="imm14.*no left/right flip pairs"):
-        LandmarkCropDataset(data, None, get_schema("imm14"), NORM, HeatmapCodec(), AugmentConfig(flip=True))
-    LandmarkCropDataset(data, None, get_schema("imm58"), NORM, HeatmapCodec(), AugmentConfig(flip=True))
+    schema = get_schema("imm14")
+    aug = AugmentConfig(scale=0.0, rotation_deg=0.0, flip=True, flip_prob=1.0, brightness=0.0, contrast=0.0)
+    flipped = LandmarkCropDataset(data, None, schema, NORM, HeatmapCodec(), aug, crop=crop)
+    for i in range(len(data)):
+        f = flipped.sample(i)
+        assert f["params"].flip
+        np.testing.assert_allclose(f["landmarks_image"], data.points[i][list(schema.flip_sources)])
+        back = geometry.apply_affine(f["affine"], f["landmarks"])
+        np.testing.assert_allclose(back, f["landmarks_image"], atol=1e-6)
+        endo, exo = schema.pfl_pair
+        # mirrored, the left eye's exocanthion (image right) lies left of its endocanthion, as a right eye's
+        assert f["landmarks"][exo, 0] < f["landmarks"][endo, 0]
+        assert (f["target_weight"][:8] > 0).all()  # the eye (a fissure crop holds no mouth)
 
 
 def test_schema_needing_more_points(dots):

@@ -188,10 +188,14 @@ def test_bad_values(data, tmp_path):
     _refused(tiny_config(data, tmp_path / "run", decode="best"), "unknown decode")
 
 
-def test_flip_on_a_one_eye_schema(data, tmp_path):
+def test_flip_on_a_one_eye_schema_trains_on_the_other_eye(data, tmp_path):
+    """imm14 has no flip pairs; flip augmentation takes the mirrored left eye (flip sources)."""
     from ctd_train.data.augment import AugmentConfig
 
-    _refused(tiny_config(data, tmp_path / "run", augment=AugmentConfig(flip=True)), "flip")
+    run = train(tiny_config(data, tmp_path / "run", epochs=1, augment=AugmentConfig(flip=True, flip_prob=1.0)),
+                progress=False, evaluate_test=False)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["augment"]["flip"] is True and saved["schema"] == "imm14"
 
 
 def test_existing_run_with_another_config(data, tmp_path):
