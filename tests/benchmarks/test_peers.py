@@ -144,7 +144,7 @@ def test_peer_corner_indices_and_schema_pair():
 
 def test_missing_packages_skip_the_peer_with_a_note(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(peers.importlib.util, "find_spec",
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("mediapipe", "dlib") else real(name, *a))
     detectors, skipped = peers.open_peers(list(peers.PEERS), dlib_upsample=1)
     assert detectors == {}
