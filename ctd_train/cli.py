@@ -39,7 +39,10 @@ def train_cmd(
     schema: str = typer.Option("imm14", "--schema", help="Built-in schema name (imm14, imm58, imm-eye, ibug68) or schema JSON file."),
     teacher: str = typer.Option("hse-mobilenet-vggface2", "--teacher", help="Teacher name (`ctd teacher list`)."),
     teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights", help="Teacher weight file."),
-    method: str = typer.Option("ft", "--method", help="fe, ftp, ft (the recipe), hg, ctd-cd, ctd-ed or ctd-com."),
+    method: str = typer.Option("ft", "--method", help="fe, ftp, ft (the recipe), hg, ctd-cd, ctd-ed, ctd-com, or kd "
+                               "(landmark distillation from a trained run: --teacher-run)."),
+    teacher_run: Optional[Path] = typer.Option(
+        None, "--teacher-run", help="kd: the trained ctd run folder whose heatmaps and encoder features the student learns."),
     train_subjects: Optional[int] = typer.Option(None, "--train-subjects", help="Limited labels: this many training subjects."),
     train_images: Optional[int] = typer.Option(None, "--train-images", help="Limited labels: this many training images."),
     val_subjects: Optional[int] = typer.Option(None, "--val-subjects", help="Validation subjects (default 10%)."),
@@ -50,12 +53,13 @@ def train_cmd(
     head_lr_scale: Optional[float] = typer.Option(None, "--head-lr-scale", help="The new head's lr is lr x this."),
     lr_power: float = typer.Option(0.9, "--lr-power"),
     seed: int = typer.Option(0, "--seed"),
-    lambda_: Optional[float] = typer.Option(None, "--lambda", help="Weight of each distillation term (eq 2)."),
+    lambda_: Optional[float] = typer.Option(None, "--lambda", help="Weight of each distillation term (eq 2); kd: of L_ED."),
+    lambda_kd: Optional[float] = typer.Option(None, "--lambda-kd", help="kd: weight of L_R against the teacher run's heatmaps."),
     mu: Optional[float] = typer.Option(None, "--mu", help="Temperature of classifier distillation (eq 3)."),
     loss_reduction: Optional[str] = typer.Option(
         None, "--loss-reduction", help="Scale of L_R that lambda weighs against: sum (eq 1), mean, simplebaseline (0.5 x mean)."),
     ed_features: Optional[str] = typer.Option(None, "--ed-features", help="L_ED on whole feature maps (map) or pooled embeddings."),
-    head_channels: int = typer.Option(256, "--head-channels"),
+    head_channels: int = typer.Option(256, "--head-channels", help="Channels of the head's deconvolutions (a smaller station model: 64)."),
     hg_stacks: int = typer.Option(2, "--hg-stacks"),
     input_size: int = typer.Option(256, "--input-size", help="Crop side in pixels (heatmaps are a quarter)."),
     crop: Optional[str] = typer.Option(None, "--crop", help="face (all annotated points), schema (the schema's points) or pfl (fissure crop, refinement stage)."),
@@ -89,13 +93,13 @@ def train_cmd(
         return {k: v for k, v in kw.items() if v is not None}
 
     method_cfg = MethodConfig(name=method, head_channels=head_channels, hg_stacks=hg_stacks, **given(
-        lambda_=lambda_, mu=mu, loss_reduction=loss_reduction, ed_features=ed_features))
+        lambda_=lambda_, lambda_kd=lambda_kd, mu=mu, loss_reduction=loss_reduction, ed_features=ed_features))
     augment = None if no_augment else AugmentConfig(flip=flip, **given(
         scale=scale, scale_max=scale_max, rotation_deg=rotation, shift=shift))
     config = TrainConfig(
         data=str(data), out=str(out), schema=schema, teacher=teacher,
         teacher_weights=None if teacher_weights is None else str(teacher_weights),
-        method=method_cfg, batch_size=batch_size, lr_power=lr_power, seed=seed,
+        teacher_run=None if teacher_run is None else str(teacher_run), method=method_cfg, batch_size=batch_size, lr_power=lr_power, seed=seed,
         train_subjects=train_subjects, train_images=train_images, val_subjects=val_subjects,
         test_subjects=test_subjects, augment=augment, input_size=input_size, threads=threads, device=device,
         run_id=run_id,

@@ -46,6 +46,7 @@ class TrainConfig:
     schema: str = "imm14"
     teacher: str = "hse-mobilenet-vggface2"
     teacher_weights: str | None = None
+    teacher_run: str | None = None  # method kd: the trained landmark run that teaches (ctd_train.kd)
     method: MethodConfig = field(default_factory=lambda: MethodConfig(name="ft"))  # chosen on validation (docs/accuracy.md)
     epochs: int = 30            # the recipe: 30 epochs with every training subject (README, benchmarks/cascade.py)
     batch_size: int = 2
@@ -111,6 +112,10 @@ class TrainConfig:
             raise CtdError(f"config: unknown decode {self.decode!r}; choose from {', '.join(DECODE_METHODS)}")
         if self.input_size % 4:
             raise CtdError(f"config: input_size {self.input_size} is not a multiple of the heatmap stride 4")
+        if (self.method.name == "kd") != (self.teacher_run is not None):
+            raise CtdError("config: method kd (landmark distillation from a trained run) needs teacher_run "
+                           "(--teacher-run RUN_DIR), and only kd takes one"
+                           + ("" if self.teacher_run is None else f", not method {self.method.name!r}"))
 
     def resolved(self, num_subjects: int | None = None) -> "TrainConfig":
         """A copy with absolute paths, a run id and (given the data's subject count) the split sizes."""
@@ -120,6 +125,8 @@ class TrainConfig:
         c.out = str(Path(self.out).expanduser().resolve())
         if self.teacher_weights is not None:
             c.teacher_weights = str(Path(self.teacher_weights).expanduser().resolve())
+        if self.teacher_run is not None:
+            c.teacher_run = str(Path(self.teacher_run).expanduser().resolve())
         schema_path = Path(self.schema).expanduser()
         if schema_path.suffix == ".json" or schema_path.exists():
             c.schema = str(schema_path.resolve())

@@ -61,8 +61,10 @@ def encoder_distillation_loss(
 
     features "map": the cosine between the whole flattened feature maps (every position must keep
     the teacher's features); "pooled": between their global averages over positions, the R^d
-    embedding the paper's f maps to, which leaves the spatial layout free for localisation."""
-    if teacher_features.shape != student_features.shape:
+    embedding the paper's f maps to, which leaves the spatial layout free for localisation (and
+    compares maps of different spatial size: a teacher run at another input size, method kd)."""
+    compared = slice(None) if features == "map" else slice(0, 2)
+    if teacher_features.shape[compared] != student_features.shape[compared]:
         raise ValueError(f"encoder_distillation_loss: teacher {tuple(teacher_features.shape)} and "
                          f"student {tuple(student_features.shape)} features differ")
     if features not in ED_FEATURES:

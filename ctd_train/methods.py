@@ -1,10 +1,12 @@
 """The training methods of PAPER.md's Table 1 as one task module: FE, FTP, FT (fine-tuning a
 teacher's encoder with frozen / partly frozen / free weights), HG (stacked hourglass from scratch)
-and CTD-CD, CTD-ED, CTD-Com (fine-tuning plus distillation from the frozen teacher, eq 2).
+and CTD-CD, CTD-ED, CTD-Com (fine-tuning plus distillation from the frozen teacher, eq 2); and KD,
+landmark distillation from a trained run (a frozen ctd landmark run teaches its heatmaps and
+encoder features to a smaller student; ctd_train.kd).
 
 `build_method(config, num_landmarks, teacher)` checks everything before anything trains and returns
 a `LandmarkMethod` whose `forward(image, heatmaps, target_weight)` returns the total `loss`, its
-terms (`l_r`, `l_cd`, `l_ed`) and the predicted heatmaps (`pred`); its `predictor` is what
+terms (`l_r`, `l_cd`, `l_ed`, `l_kd`) and the predicted heatmaps (`pred`); its `predictor` is what
 inference and export use."""
 
 from __future__ import annotations
@@ -30,22 +32,25 @@ from ctd_train.models.hourglass import HOURGLASS_NORMALIZATION, StackedHourglass
 from ctd_train.models.student import LandmarkStudent, build_student
 
 if TYPE_CHECKING:
+    from ctd_train.kd import RunTeacher
     from ctd_train.teachers._base import Teacher, TeacherNetwork
 
-METHODS = ("fe", "ftp", "ft", "hg", "ctd-cd", "ctd-ed", "ctd-com")
+METHODS = ("fe", "ftp", "ft", "hg", "ctd-cd", "ctd-ed", "ctd-com", "kd")
 CLASSIFIER_DISTILLATION = ("ctd-cd", "ctd-com")
 ENCODER_DISTILLATION = ("ctd-ed", "ctd-com")
 
 
 @dataclass
 class MethodConfig:
-    """Which method and its weights: lambda_ (eq 2, on each distillation term), mu (eq 3's
-    temperature), the scale of L_R that lambda is relative to (`loss_reduction`, see
+    """Which method and its weights: lambda_ (eq 2, on each distillation term of the teacher's
+    classifier or encoder, L_CD and L_ED; for kd on L_ED against the teacher run's encoder),
+    lambda_kd (kd only: on L_R against the teacher run's heatmaps), mu (eq 3's temperature), the scale of L_R that lambda is relative to (`loss_reduction`, see
     ctd_train.losses), what L_ED compares (`ed_features`: whole feature maps or pooled
     embeddings), the student head's channels and the hourglass's stack count."""
 
     name: str
     lambda_: float = 0.002
+    lambda_kd: float = 1.0
     mu: float = 2.0
     loss_reduction: str = "sum"
     ed_features: str = "map"
@@ -81,6 +86,8 @@ class MethodConfig:
             raise CtdError(f"method {self.name}: the temperature mu must be > 0, not {self.mu}")
         if not math.isfinite(self.lambda_):
             raise CtdError(f"method {self.name}: lambda must be finite, not {self.lambda_}")
+        if not (self.lambda_kd >= 0 and math.isfinite(self.lambda_kd)):
+            raise CtdError(f"method {self.name}: lambda_kd must be a finite number >= 0, not {self.lambda_kd}")
         if self.loss_reduction not in HEATMAP_REDUCTIONS:
             raise CtdError(f"method {self.name}: unknown loss_reduction {self.loss_reduction!r}; choose from "
                            f"{', '.join(HEATMAP_REDUCTIONS)}")
@@ -91,6 +98,12 @@ class MethodConfig:
             raise CtdError(f"method {self.name}: head_channels must be >= 1, not {self.head_channels}")
         if self.hg_stacks < 1:
             raise CtdError(f"method {self.name}: hg_stacks must be >= 1, not {self.hg_stacks}")
+
+    def distillation_weights(self) -> dict[str, float]:
+        """The weight of each distillation term in the loss (what `ld_ratio` weighs with)."""
+        if self.name == "kd":
+            return {"l_kd": self.lambda_kd, "l_ed": self.lambda_}
+        return {"l_cd": self.lambda_, "l_ed": self.lambda_}
 
 
 # --------------------------------------------------------------------------------- freezing
@@ -156,6 +169,7 @@ class LandmarkMethod(nn.Module):
         self.predictor = predictor
         self.teacher = teacher
         self.normalization = normalization
+        self.teacher_run: "RunTeacher | None" = None    # kd: set by ctd_train.kd.attach_teacher_run
 
     @property
     def uses_cd(self) -> bool:
@@ -168,6 +182,8 @@ class LandmarkMethod(nn.Module):
     @property
     def loss_terms(self) -> tuple[str, ...]:
         """The names of the loss terms `forward` returns besides `loss`."""
+        if self.config.name == "kd":
+            return ("l_r", "l_kd", "l_ed")
         return ("l_r",) + (("l_cd",) if self.uses_cd else ()) + (("l_ed",) if self.uses_ed else ())
 
     def input_normalization(self, teacher: "Teacher | None" = None) -> Normalization:
@@ -178,8 +194,9 @@ class LandmarkMethod(nn.Module):
 
     def train(self, mode: bool = True) -> "LandmarkMethod":
         super().train(mode)
-        if self.teacher is not None:
-            self.teacher.eval()
+        for frozen in (self.teacher, self.teacher_run):
+            if frozen is not None:
+                frozen.eval()
         name = self.config.name
         if name in ("fe", "ftp"):
             encoder = self.predictor.encoder
@@ -204,6 +221,8 @@ class LandmarkMethod(nn.Module):
                 l_r = l_r + heatmap_loss(hm, heatmaps, target_weight, reduction)
             return {"loss": l_r, "l_r": l_r, "pred": out["heatmaps"]}
 
+        if self.config.name == "kd":
+            return self._forward_kd(image, heatmaps, target_weight)
         out = self.predictor.forward_train(image)
         l_r = heatmap_loss(out["heatmaps"], heatmaps, target_weight, self.config.loss_reduction)
         result: dict[str, Any] = {"l_r": l_r}
@@ -225,6 +244,23 @@ class LandmarkMethod(nn.Module):
         result["pred"] = out["heatmaps"]
         return result
 
+    def _forward_kd(
+        self, image: torch.Tensor, heatmaps: torch.Tensor, target_weight: torch.Tensor | None
+    ) -> dict[str, Any]:
+        """L_R against the ground truth and against the teacher run's heatmaps (the same landmarks
+        dropped), L_ED against its encoder features."""
+        if self.teacher_run is None:
+            raise CtdError("method kd trains against a teacher run, and none is attached "
+                           "(ctd_train.kd.attach_teacher_run; `ctd train --teacher-run RUN_DIR`)")
+        c = self.config
+        out = self.predictor.forward_train(image)
+        taught = self.teacher_run(image)                 # no_grad inside
+        l_r = heatmap_loss(out["heatmaps"], heatmaps, target_weight, c.loss_reduction)
+        l_kd = heatmap_loss(out["heatmaps"], taught["heatmaps"], target_weight, c.loss_reduction)
+        l_ed = encoder_distillation_loss(taught["features"], out["features"], c.ed_features)
+        loss = l_r + c.lambda_kd * l_kd + c.lambda_ * l_ed
+        return {"loss": loss, "l_r": l_r, "l_kd": l_kd, "l_ed": l_ed, "pred": out["heatmaps"]}
+
 
 def _teachers_with_classifier_hint() -> str:
     try:
@@ -240,7 +276,8 @@ def _teachers_with_classifier_hint() -> str:
 
 def build_method(config: MethodConfig, num_landmarks: int, teacher: "Teacher | None") -> LandmarkMethod:
     """The method `config.name` for `num_landmarks` landmarks, its student started from `teacher`
-    (not needed for hg). CtdError for an unknown method, a missing teacher, or classifier
+    (not needed for hg; kd's teacher run is attached afterwards by ctd_train.kd, so a kd
+    checkpoint rebuilds without it). CtdError for an unknown method, a missing teacher, or classifier
     distillation from a teacher without a classifier."""
     config.validate()
     name = config.name

@@ -143,6 +143,7 @@ def prepare(config: TrainConfig) -> Setup:
     classifier), flip augmentation on a schema with neither flip pairs nor flip sources, too few subjects for the split."""
     from ctd_train.data.annotations import read_annotations
     from ctd_train.data.dataset import LandmarkCropDataset
+    from ctd_train.kd import attach_teacher_run, load_teacher_run
     from ctd_train.methods import build_method
     from ctd_train.teachers import create_teacher
 
@@ -151,6 +152,7 @@ def prepare(config: TrainConfig) -> Setup:
     out = Path(config.out).expanduser().resolve()
     _check_output_folder(out)
     schema = get_schema(config.schema)
+    teacher_run = load_teacher_run(config, schema)  # kd only: a bad folder is refused before the data is read
     images = read_annotations(config.data, validate_images=True)
     schema.select(images.points[:1], where=Path(config.data) / "annotations.csv")
     resolved = config.resolved(num_subjects=len(set(images.subjects)))
@@ -182,6 +184,9 @@ def prepare(config: TrainConfig) -> Setup:
         teacher = create_teacher(resolved.teacher, resolved.teacher_weights)
         input_spec = teacher.input_spec.to_dict()
     method = build_method(resolved.method, schema.num_landmarks, teacher)
+    if teacher_run is not None:
+        names = images.image_names
+        attach_teacher_run(method, teacher_run, resolved, [names[i] for i in splits["val"] + splits["test"]])
     normalization = method.input_normalization(teacher)
     codec = HeatmapCodec(input_size=resolved.input_size, stride=4, sigma=resolved.sigma)
     crop = {"margin": resolved.margin, "seed": resolved.seed, "crop": resolved.crop, "crop_scale": resolved.crop_scale}
@@ -310,18 +315,21 @@ def _resume_state(setup: Setup, optimizer: torch.optim.Optimizer, iters_per_epoc
     return state
 
 
-def distillation_ratio(terms: dict[str, float], lambda_: float) -> float | None:
-    """lambda (L_CD + L_ED) / L_R of one epoch's mean terms: how much the distillation weighs
-    against the heatmap loss (None without distillation)."""
-    ld = sum(v for k, v in terms.items() if k in ("l_cd", "l_ed"))
-    if not any(k in terms for k in ("l_cd", "l_ed")):
+def distillation_ratio(terms: dict[str, float], weights: float | dict[str, float]) -> float | None:
+    """sum of weight x term over the distillation terms / L_R of one epoch's mean terms (lambda
+    (L_CD + L_ED) / L_R for one weight): how much the distillation weighs against the heatmap
+    loss (None without distillation). `weights`: MethodConfig.distillation_weights()."""
+    if not isinstance(weights, dict):
+        weights = {"l_cd": float(weights), "l_ed": float(weights)}
+    if not any(k in terms for k in weights):
         return None
-    return float(lambda_ * ld / terms["l_r"]) if terms.get("l_r") else float("inf")
+    ld = sum(w * terms[k] for k, w in weights.items() if k in terms)
+    return float(ld / terms["l_r"]) if terms.get("l_r") else float("inf")
 
 
-def _fmt_epoch_terms(sums: dict[str, float], n: int, lambda_: float) -> str:
+def _fmt_epoch_terms(sums: dict[str, float], n: int, weights: float | dict[str, float]) -> str:
     means = {k: v / max(n, 1) for k, v in sums.items()}
-    ratio = distillation_ratio(means, lambda_)
+    ratio = distillation_ratio(means, weights)
     text = " ".join(f"{k} {v:.4g}" for k, v in means.items())
     return text if ratio is None else f"{text} λL_D/L_R {ratio:.3g}"
 
@@ -358,7 +366,7 @@ def _train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopStat
             seen += n
             for k in sums:
                 sums[k] += float(result[k].detach()) * n
-            bar.update(task, advance=1, losses=_fmt_epoch_terms(sums, seen, c.method.lambda_))
+            bar.update(task, advance=1, losses=_fmt_epoch_terms(sums, seen, c.method.distillation_weights()))
     return sums, seen, time.perf_counter() - t0
 
 
@@ -379,7 +387,7 @@ def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopSta
         "val_time_s": round(time.perf_counter() - t1, 3),
         "images_per_s": round(seen / max(train_time, 1e-9), 3),
     }
-    ratio = distillation_ratio(terms, c.method.lambda_)
+    ratio = distillation_ratio(terms, c.method.distillation_weights())
     if ratio is not None:
         record["ld_ratio"] = ratio
     state.history.append(record)
@@ -392,7 +400,7 @@ def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopSta
     _save(setup, out / LAST, epoch, record, training=training_state)
     _write_metrics(out, state.history)
     console.print(
-        f"epoch {epoch}/{c.epochs}  {_fmt_epoch_terms(sums, seen, c.method.lambda_)}  val ME "
+        f"epoch {epoch}/{c.epochs}  {_fmt_epoch_terms(sums, seen, c.method.distillation_weights())}  val ME "
         f"{val['val_me_px']:.3f} px / {val['val_me_pfl']:.4f} PFL{'  (best)' if improved else ''}  "
         f"{record['images_per_s']:.2f} img/s",
         highlight=False,

@@ -55,7 +55,7 @@ def bn_modes(module: nn.Module) -> set[bool]:
 
 
 def test_methods_and_config_round_trip():
-    assert METHODS == ("fe", "ftp", "ft", "hg", "ctd-cd", "ctd-ed", "ctd-com")
+    assert METHODS == ("fe", "ftp", "ft", "hg", "ctd-cd", "ctd-ed", "ctd-com", "kd")
     cfg = MethodConfig("ctd-com", lambda_=0.01, mu=3.0, head_channels=64, hg_stacks=4)
     assert MethodConfig.from_dict(cfg.to_dict()) == cfg
     d = cfg.to_dict()
