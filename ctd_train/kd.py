@@ -78,9 +78,23 @@ class RunTeacher(nn.Module):
         return {"heatmaps": heatmaps, "features": out["features"]}
 
 
+LANDMARK_FIELDS = ("landmark_names", "source_indices", "pfl_pair", "num_source_points")
+
+
+def _check_landmarks(run: "LoadedRun", schema: "LandmarkSchema") -> None:
+    """CtdError unless the run's heatmaps are the schema's landmarks (names, source points, PFL
+    pair); its description or flip rules may be another ctd version's."""
+    mine, theirs = schema.to_dict(), run.schema.to_dict()
+    differ = [k for k in LANDMARK_FIELDS if mine.get(k) != theirs.get(k)]
+    if differ:
+        raise CtdError(f"the teacher run is for schema {run.schema.name!r} ({run.schema.num_landmarks} landmarks: "
+                       f"{', '.join(run.schema.landmark_names)}), this run for schema {schema.name!r} "
+                       f"({schema.num_landmarks} landmarks); they differ in {', '.join(differ)}", path=run.run_dir)
+
+
 def load_teacher_run(config: "TrainConfig", schema: "LandmarkSchema") -> "LoadedRun | None":
     """The teacher run of a kd config (None for other methods), loaded by `load_run`: CtdError
-    naming the folder when it is missing, not a run, unreadable or trained for another schema."""
+    naming the folder when it is missing, not a run, unreadable or trained for other landmarks."""
     from ctd_train.checkpoint import load_run
 
     if config.method.name != "kd":
@@ -89,9 +103,11 @@ def load_teacher_run(config: "TrainConfig", schema: "LandmarkSchema") -> "Loaded
     if not folder.is_dir():
         raise CtdError("teacher run folder not found (--teacher-run takes a trained ctd run folder)", path=folder)
     try:
-        return load_run(folder, expected_schema=schema)
+        run = load_run(folder)
     except CtdError as e:
         raise CtdError(f"the teacher run does not load: {e}", path=folder) from None
+    _check_landmarks(run, schema)
+    return run
 
 
 def _check_no_leak(run: "LoadedRun", data: str, held_out: Sequence[str]) -> None:

@@ -201,7 +201,7 @@ def test_bad_teacher_runs_are_refused_before_anything_is_written(world, tmp_path
     cases = [
         (kd_config(data, out, tmp_path / "missing"), "missing: teacher run folder not found"),
         (kd_config(data, out, not_a_run), "empty: the teacher run does not load.*checkpoint not found"),
-        (kd_config(data, out, other_schema), "schema 'imm58'"),
+        (kd_config(data, out, other_schema), "teacher run is for schema 'imm58' \\(58 landmarks"),
         (kd_config(data, out, other_seed), "trained on .* of this run's validation/test images"),
         (kd_config(data, out, run_dir, ed_features="map"), "use --ed-features pooled"),
     ]
@@ -210,3 +210,23 @@ def test_bad_teacher_runs_are_refused_before_anything_is_written(world, tmp_path
             train(config, progress=False)
         assert e.value.path is not None
         assert not out.exists()
+
+
+def test_a_teacher_run_of_the_same_landmarks_under_older_flip_rules_is_taken(world, tmp_path):
+    """Runs trained before imm14 gained flip_sources hold a schema that differs only there and in
+    its description: its heatmaps are the same landmarks, so it may teach."""
+    from ctd_runtime.schema import get_schema
+    from ctd_train.kd import load_teacher_run
+
+    data, run_dir = world
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    ckpt = torch.load(older / "checkpoint_best.pt", weights_only=True)
+    ckpt["schema"] = {k: v for k, v in ckpt["schema"].items() if k != "flip_sources"} | {"description": "older"}
+    torch.save(ckpt, older / "checkpoint_best.pt")
+    config = kd_config(data, tmp_path / "kd", older)
+    assert load_teacher_run(config, get_schema("imm14")).run_id == load_run(run_dir).run_id
+    ckpt["schema"] = ckpt["schema"] | {"pfl_pair": [0, 1]}
+    torch.save(ckpt, older / "checkpoint_best.pt")
+    with pytest.raises(CtdError, match="differ in pfl_pair"):
+        load_teacher_run(config, get_schema("imm14"))
