@@ -7,7 +7,10 @@ sub-stage), decode (the eager pipeline's numpy decode; inside the fused graph it
 inference and shows 0), PFL (quality flags and the PFL measurement), end to end (all of it).
 Contenders take turns one iteration at a time (`stats.interleaved_schedule`) over `rounds`
 repeats; ONNX Runtime sessions come from `open_session` (spinning off) and the torch plug-ins set
-their thread count, so none keeps the cores busy while another is timed.
+their thread count, so none keeps the cores busy while another is timed (each one's CPU use while
+idle right after a call is measured and reported). Pipeline contenders (`pipelines`: whole
+ready-made tools, image in, PFL-pair corners out) take their turns in the same schedule, timed
+end to end, under their own key of the result.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ctd_runtime.bench import pipelines as pipes
 from ctd_runtime.bench import stats
 from ctd_runtime.bench.contenders import BenchContext, Contender, ContenderSet, find_contenders
 from ctd_runtime.bench.memory import memory_method, resident_mib
@@ -108,6 +112,7 @@ class Opened:
     backend: TimedBackend
     landmarker: Landmarker
     memory_mib: float = 0.0
+    idle_cpu_ms: float = 0.0
     samples: dict[int, list[dict[str, float]]] = field(default_factory=dict)
 
 
@@ -163,24 +168,29 @@ def open_all(found: ContenderSet, threads: int, first_image: Path) -> tuple[list
             backend.inner.close()  # opened by c.open() even where the wrapper never was
             skipped[c.name] = f"cannot run: {e}"
             continue
-        opened.append(Opened(c, backend, lm, memory_mib=resident_mib() - before))
+        opened.append(Opened(c, backend, lm, memory_mib=resident_mib() - before, idle_cpu_ms=pipes.idle_cpu_ms()))
     return opened, skipped
 
 
-def run_schedule(opened: list[Opened], inputs: Inputs, config: BenchConfig, gt: np.ndarray | None) -> None:
-    """Warm-up, then the timed interleaved rounds, for every batch size; fills `samples`."""
-    by_name = {o.contender.name: o for o in opened}
-    names = list(by_name)
+def run_schedule(opened: list[Opened], inputs: Inputs, config: BenchConfig, gt: np.ndarray | None,
+                 pipelines: Sequence[pipes.OpenedPipeline] = ()) -> None:
+    """Warm-up, then the timed interleaved rounds (model and pipeline contenders alike), for every
+    batch size; fills `samples`."""
+    timers: dict[str, tuple[Any, Callable[[list[int]], dict[str, float]]]] = {
+        o.contender.name: (o, lambda idx, o=o: time_iteration(o, inputs, idx, gt)) for o in opened}
+    for p in pipelines:
+        timers[p.contender.name] = (p, lambda idx, p=p: pipes.time_pipeline(p, inputs.paths, idx))
+    names = list(timers)
     n = len(inputs.paths)
     for batch in config.batches:
         for r, i, name in stats.interleaved_schedule(names, config.warmup, 1):
-            time_iteration(by_name[name], inputs, [(i * batch + j) % n for j in range(batch)], gt)
-        for o in opened:
-            o.samples[batch] = []
+            timers[name][1]([(i * batch + j) % n for j in range(batch)])
+        for holder, _ in timers.values():
+            holder.samples[batch] = []
         for r, i, name in stats.interleaved_schedule(names, config.iters, config.rounds):
             idx = [((r * config.iters + i) * batch + j) % n for j in range(batch)]
-            sample = time_iteration(by_name[name], inputs, idx, gt)
-            by_name[name].samples[batch].append(sample | {"round": r})
+            holder, timed = timers[name]
+            holder.samples[batch].append(timed(idx) | {"round": r})
 
 
 def summarize_samples(samples: list[dict[str, float]], batch: int, flops: float | None, peak: float | None) -> dict[str, Any]:
@@ -201,8 +211,9 @@ def summarize_samples(samples: list[dict[str, float]], batch: int, flops: float 
 
 
 def accuracy(opened: list[Opened], inputs: Inputs, gt: np.ndarray, given_box: bool) -> dict[str, dict[str, Any]]:
-    """ME, FR, AUC (PFL units, threshold 0.1) and mean |PFL error| of every contender on the
-    annotated images, and its largest landmark difference (px) against the FP32 reference."""
+    """ME, FR, AUC (PFL units, threshold 0.1), mean |PFL error| and the eye-corner error (the PFL
+    pair's, as the pipelines are scored) of every contender on the annotated images, and its
+    largest landmark difference (px) against the FP32 reference."""
     from ctd_runtime.metrics import evaluate_landmarks
 
     preds = {}
@@ -224,6 +235,8 @@ def accuracy(opened: list[Opened], inputs: Inputs, gt: np.ndarray, given_box: bo
             ev = evaluate_landmarks(pred[found], gt[found], "pfl", 0.10, pair)
             row |= {"me_pfl": ev.summary.me, "fr_pfl": ev.summary.fr, "auc_pfl": ev.summary.auc,
                     "pfl_error_mean_abs_pfl": ev.pfl_error_mean_abs}
+            row |= {k: v for k, v in pipes.pair_scores(pred[:, list(pair)], gt[:, list(pair)]).items()
+                    if k.startswith("eye_corner") or k == "pfl_error_mean_signed_pfl"}
         if ref is not None:
             both = found & np.all(np.isfinite(preds[ref]), axis=(1, 2))
             diff = np.linalg.norm(pred[both] - preds[ref][both], axis=-1)
@@ -232,14 +245,16 @@ def accuracy(opened: list[Opened], inputs: Inputs, gt: np.ndarray, given_box: bo
     return out
 
 
-def add_ratios(results: dict[str, dict[int, dict[str, Any]]], baseline: str | None) -> None:
+def add_ratios(results: dict[str, dict[int, dict[str, Any]]], baseline: str | None,
+               reference: dict[str, dict[int, dict[str, Any]]] | None = None) -> None:
     """Each contender's speed-up over the baseline (baseline p50 / contender p50), end to end and
-    for inference, per batch size."""
+    for inference, per batch size; the baseline's row is in `reference` (default `results`)."""
     if baseline is None:
         return
+    reference = results if reference is None else reference
     for per_batch in results.values():
         for batch, row in per_batch.items():
-            ref = results[baseline][batch]["stages"]
+            ref = reference[baseline][batch]["stages"]
             row["ratio_vs_baseline"] = {k: stats.ratio(ref[k].get("p50_ms"), row["stages"][k].get("p50_ms"))
                                         for k in ("end_to_end", "inference")}
 
@@ -282,9 +297,35 @@ def choose_baseline(opened: list[Opened]) -> tuple[str | None, str]:
     return ref, "no PyTorch baseline (give a run folder with torch installed): ratios are against ONNX Runtime FP32"
 
 
+PIPELINES_NOTE = ("ready-made tools, image in, PFL-pair corners out, timed end to end (their own face detection "
+                  "included, a batch's images one after another) on the same images, interleaved with the "
+                  "contenders; scored on the PFL pair only (their other points follow another schema)")
+
+
+def pipeline_results(opened: list[pipes.OpenedPipeline], skipped: dict[str, str], acc: dict[str, Any],
+                     config: BenchConfig, baseline: str | None, results: dict[str, Any]) -> dict[str, Any]:
+    """The JSON's "pipelines": what each is, its rows per batch (ratios against the baseline), accuracy."""
+    rows = {o.contender.name: {b: pipes.summarize_pipeline(o.samples[b], b, STAGES) | {"memory_mib": o.memory_mib}
+                               for b in config.batches} for o in opened}
+    add_ratios(rows, baseline, results)
+    return {"note": PIPELINES_NOTE, "contenders": pipes.describe(opened), "skipped": skipped,
+            "results": {name: {str(b): row for b, row in per_batch.items()} for name, per_batch in rows.items()},
+            "accuracy": acc}
+
+
+def _unique_pipelines(pipelines: pipes.PipelineSet | None, opened: list[Opened]) -> pipes.PipelineSet:
+    names = [o.contender.name for o in opened] + [c.name for c in (pipelines.contenders if pipelines else [])]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise CtdError(f"pipeline contender {dup!r} has the name of another contender")
+    return pipelines or pipes.PipelineSet()
+
+
 def run_bench(targets: list[str | Path], config: BenchConfig,
-              extra: list[Callable[[Path, BenchContext], ContenderSet]] | None = None) -> dict[str, Any]:
-    """Find, open, time (interleaved) and score the contenders; the result as JSON-ready dict."""
+              extra: list[Callable[[Path, BenchContext], ContenderSet]] | None = None,
+              pipelines: pipes.PipelineSet | None = None) -> dict[str, Any]:
+    """Find, open, time (interleaved) and score the contenders, and the `pipelines` beside them;
+    the result as JSON-ready dict."""
     found = find_contenders(targets, BenchContext(config.threads, config.gpu), extra)
     with tempfile.TemporaryDirectory(prefix="ctd-bench-") as scratch:
         inputs = load_inputs(config, Path(scratch))
@@ -293,21 +334,28 @@ def run_bench(targets: list[str | Path], config: BenchConfig,
         opened, skipped = open_all(found, config.threads, inputs.paths[0])
         if not opened:
             raise CtdError("no contender could be opened: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        piped: list[pipes.OpenedPipeline] = []
         try:
+            piped, pipe_skipped = pipes.open_pipelines(_unique_pipelines(pipelines, opened), read_image(inputs.paths[0]))
             gt = None if inputs.annotated is None else opened[0].landmarker.schema.select(
                 inputs.annotated.points[: len(inputs.paths)], where=inputs.annotated.root / "annotations.csv")
-            run_schedule(opened, inputs, config, gt if config.given_box else None)
+            run_schedule(opened, inputs, config, gt if config.given_box else None, piped)
             peak = matmul_peak_gflops(config.peak_n)
             flops = model_flops(opened)
             acc = accuracy(opened, inputs, gt, config.given_box) if gt is not None else {}
+            pair = list(opened[0].landmarker.schema.pfl_pair)
+            pipe_acc = pipes.pipeline_accuracy(piped, inputs.paths, gt[:, pair]) if gt is not None else {}
         finally:
             for o in opened:
                 o.landmarker.close()
+            for p in piped:
+                pipes.close(p.detect)
     per_pass = flops.get("flops")
     results = {o.contender.name: {b: summarize_samples(o.samples[b], b, per_pass, peak["gflops"])
                                   | {"memory_mib": o.memory_mib} for b in config.batches} for o in opened}
     baseline, baseline_note = choose_baseline(opened)
     add_ratios(results, baseline)
+    pipelines_out = pipeline_results(piped, pipe_skipped, pipe_acc, config, baseline, results)
     return {
         "schema_version": SCHEMA_VERSION,
         "machine": describe_machine(threads=config.threads, numpy=np.__version__),
@@ -317,12 +365,14 @@ def run_bench(targets: list[str | Path], config: BenchConfig,
                    "box": "given (annotations)" if config.given_box else "auto (coarse-to-fine passes)"},
         "contenders": {o.contender.name: {"kind": o.contender.kind, "precision": o.contender.precision,
                                           "device": o.contender.device, "model": str(o.contender.model or ""),
-                                          "baseline": o.contender.name == baseline} for o in opened},
+                                          "baseline": o.contender.name == baseline,
+                                          pipes.IDLE_KEY: o.idle_cpu_ms} for o in opened},
         "skipped": skipped,
         "baseline": baseline, "baseline_note": baseline_note,
         "results": {name: {str(b): row for b, row in per_batch.items()} for name, per_batch in results.items()},
         "accuracy": acc,
+        "pipelines": pipelines_out,
         "flops": flops, "peak": peak | {"threads": "numpy's BLAS default (every usable core)"},
         "memory_method": memory_method(),
-        "order": "interleaved: each iteration runs every contender once, the first one rotating",
+        "order": "interleaved: each iteration runs every contender (and pipeline) once, the first one rotating",
     }
