@@ -99,7 +99,8 @@ def train_cmd(
     config = TrainConfig(
         data=str(data), out=str(out), schema=schema, teacher=teacher,
         teacher_weights=None if teacher_weights is None else str(teacher_weights),
-        teacher_run=None if teacher_run is None else str(teacher_run), method=method_cfg, batch_size=batch_size, lr_power=lr_power, seed=seed,
+        teacher_run=None if teacher_run is None else str(teacher_run),
+        method=method_cfg, batch_size=batch_size, lr_power=lr_power, seed=seed,
         train_subjects=train_subjects, train_images=train_images, val_subjects=val_subjects,
         test_subjects=test_subjects, augment=augment, input_size=input_size, threads=threads, device=device,
         run_id=run_id,

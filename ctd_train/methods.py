@@ -44,7 +44,8 @@ ENCODER_DISTILLATION = ("ctd-ed", "ctd-com")
 class MethodConfig:
     """Which method and its weights: lambda_ (eq 2, on each distillation term of the teacher's
     classifier or encoder, L_CD and L_ED; for kd on L_ED against the teacher run's encoder),
-    lambda_kd (kd only: on L_R against the teacher run's heatmaps), mu (eq 3's temperature), the scale of L_R that lambda is relative to (`loss_reduction`, see
+    lambda_kd (kd only: on L_R against the teacher run's heatmaps), mu (eq 3's temperature),
+    the scale of L_R that lambda is relative to (`loss_reduction`, see
     ctd_train.losses), what L_ED compares (`ed_features`: whole feature maps or pooled
     embeddings), the student head's channels and the hourglass's stack count."""
 

@@ -140,7 +140,8 @@ def prepare(config: TrainConfig) -> Setup:
     CtdError for: bad config values, an output path that is a file / not writable / a non-run
     folder, an existing run with a different config, data lacking the schema's points, a teacher
     that does not load, a method the teacher cannot serve (e.g. classifier distillation without a
-    classifier; a kd teacher run that does not load or cannot teach, ctd_train.kd), flip augmentation on a schema with neither flip pairs nor flip sources, too few subjects for the split."""
+    classifier; a kd teacher run that does not load or cannot teach, ctd_train.kd), flip augmentation
+    on a schema with neither flip pairs nor flip sources, too few subjects for the split."""
     from ctd_train.data.annotations import read_annotations
     from ctd_train.data.dataset import LandmarkCropDataset
     from ctd_train.kd import attach_teacher_run, load_teacher_run

@@ -10,8 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("bench_station_models", REPO / "benchmarks" / "station_models.py")
 station_models = importlib.util.module_from_spec(_spec)
@@ -37,7 +35,7 @@ def test_station_models_on_tiny_runs(tmp_path, monkeypatch, capsys):
 
     assert [r["name"] for r in doc["runs"]] == ["ft", "kd"]
     ft_row, kd_row = doc["runs"]
-    assert (kd_row["method"], kd_row["head_channels"], kd_row["input_size"], kd_row["teacher_run"]) == ("kd", 8, 32, "ft")
+    assert [kd_row[k] for k in ("method", "head_channels", "input_size", "teacher_run")] == ["kd", 8, 32, "ft"]
     assert kd_row["parameters"] < ft_row["parameters"]
     for r in doc["runs"]:
         rows = {row["precision"]: row for row in r["rows"]}
