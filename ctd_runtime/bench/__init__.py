@@ -2,8 +2,9 @@
 
     result = run_bench(["exports/mobilenet/model.onnx", "runs/mobilenet"], BenchConfig(batches=(1, 4)))
 
-Modules: `contenders` (what is timed, found from model siblings and plug-ins), `harness` (the
-interleaved timing per stage, accuracy, ratios), `stats` (percentiles, spread, the order),
+Modules: `contenders` (what is timed, found from model siblings and plug-ins), `pipelines`
+(whole ready-made tools timed end to end beside them: `run_bench(..., pipelines=PipelineSet(...))`),
+`harness` (the interleaved timing per stage, accuracy, ratios), `stats` (percentiles, spread, the order),
 `peak` (the matmul probe), `memory`, `timing` (the backend
 wrapper that records each pass), `report` (table, JSON, PNG). No torch, no onnx: the MACs of the
 graph come from a counter found by entry point (ctd.bench_macs), the export package's.

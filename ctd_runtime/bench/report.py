@@ -51,6 +51,7 @@ def print_report(result: dict[str, Any], console: Any) -> None:
                       title=f"batch {batch}: p50 ms per call unless named; rounds: min-max of the round medians; "
                             f"x base: end-to-end speed-up over {result['baseline']}; |PFL err|: mean, of the "
                             f"true PFL; eye px: mean error of the PFL pair's corners", title_justify="left")
+        table.columns[0].no_wrap = True  # the names tell the rows apart: never cut
         for name, per_batch in result["results"].items():
             table.add_row(*_row(name, per_batch[batch], result["accuracy"].get(name, {})))
         if pipelines.get("results"):
