@@ -23,12 +23,17 @@ convention; ME is not comparable across schemas). MediaPipe runs its own graph t
 counts them and each contender's CPU use while idle after a call). With protobuf 5+ MediaPipe's
 legacy API needs protobuf's pure-Python backend, set here before anything imports protobuf: onnx
 then parses the graph for the FLOP count more slowly; nothing timed uses Python protobuf.
+
+--test-split RUN/split.json keeps only that run's test images of --images (an annotated folder of
+links is made for the run), so ctd is scored on images it never trained on, as the peers are.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +64,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--peers", default=",".join(PEER_NAMES),
                     help=f"ready-made peers timed beside ctd, comma-separated, or none (default: all of "
                          f"{','.join(PEER_NAMES)}; those not installed are skipped with the reason)")
+    ap.add_argument("--test-split", type=Path, default=None,
+                    help="a run's split.json: time and score only its test images of --images")
     ap.add_argument("--dlib-upsample", type=int, default=1, help="dlib face detector upsampling (as peers.py)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "latency")
     return ap.parse_args(argv)
@@ -128,6 +135,34 @@ def peer_pipelines(names: list[str], dlib_upsample: int) -> tuple[Any, dict[str,
     return found, info
 
 
+def split_images(images: Path | None, split_file: Path, scratch: Path) -> tuple[Path, dict[str, Any]]:
+    """An annotated folder (in `scratch`) of the test images of a run's split.json: links to the
+    images of `images` and their rows of its annotations.csv; and what the JSON says of it."""
+    from ctd_runtime.annotations import read_annotations, write_annotations
+    from ctd_runtime.errors import CtdError
+
+    if images is None:
+        raise CtdError("--test-split needs an annotated --images folder")
+    try:
+        test = json.loads(split_file.read_text())["test"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CtdError(f"not a run's split.json with a 'test' list ({type(e).__name__}: {e})", path=split_file) from None
+    ann = read_annotations(images, validate_images=False)
+    index = {n: i for i, n in enumerate(ann.image_names)}
+    missing = [n for n in test if n not in index]
+    if missing or not test:
+        raise CtdError(f"{len(missing)} test image(s) of the split are not in {images}"
+                       + (f", e.g. {missing[0]!r}" if missing else " (the split has none)"), path=split_file)
+    sub = ann.subset([index[n] for n in test])
+    for name, path in zip(test, sub.image_paths):
+        link = scratch / "images" / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(path.resolve())
+    write_annotations(scratch, test, sub.subjects, sub.points)
+    return scratch, {"split_file": str(split_file), "part": "test", "images": len(test), "from": str(images),
+                     "subjects": sorted(set(sub.subjects))}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     peers, peer_info = peer_pipelines(parse_peers(args.peers), args.dlib_upsample)  # first: protobuf's backend
@@ -135,11 +170,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ctd_runtime.bench.report import print_report, write_outputs
     from ctd_runtime.cli import table_console
 
-    config = BenchConfig(batches=parse_batches(args.batch), warmup=args.warmup, iters=args.iters, rounds=args.rounds,
-                         threads=args.threads, images=args.images, given_box=args.given_box, gpu=not args.no_gpu,
-                         max_images=args.max_images)
-    result = run_bench(list(args.targets), config, extra=run_contenders(), pipelines=peers)
+    with tempfile.TemporaryDirectory(prefix="ctd-latency-split-") as scratch:
+        images, split = args.images, None
+        if args.test_split is not None:
+            images, split = split_images(args.images, args.test_split, Path(scratch))
+        config = BenchConfig(batches=parse_batches(args.batch), warmup=args.warmup, iters=args.iters,
+                             rounds=args.rounds, threads=args.threads, images=images, given_box=args.given_box,
+                             gpu=not args.no_gpu, max_images=args.max_images)
+        result = run_bench(list(args.targets), config, extra=run_contenders(), pipelines=peers)
     result["pipelines"] |= peer_info | {"dlib_upsample": args.dlib_upsample}
+    if split is not None:
+        result["inputs"]["split"] = split
     files = write_outputs(result, args.out)
     print_report(result, table_console(min_width=200))  # the peers' rows: 16 columns on one line in a log
     print(f"wrote {', '.join(str(p) for p in files.values())}")
