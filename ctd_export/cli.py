@@ -71,6 +71,12 @@ def export_cmd(
     ),
     calibration: str = typer.Option("minmax", "--calibration", help="INT8 calibration: minmax | entropy | percentile."),
     calib_images: int = typer.Option(64, "--calib-images", min=1, help="Training images the INT8 calibration sees."),
+    head_op: str = typer.Option(
+        "convtranspose", "--head-op",
+        help="How the graph writes the head's 4x4 stride-2 deconvolutions: convtranspose (as trained) | subpixel "
+             "(one 3x3 Conv + DepthToSpace) | subpixel2x2 (one 2x2 Conv + DepthToSpace + border Slice); the same "
+             "network, held to the same parity gate.",
+    ),
     engine: bool = typer.Option(
         False, "--engine", help="Also build model.plan (TensorRT FP16) + model.plan.json here (needs tensorrt + GPU)."
     ),
@@ -84,13 +90,17 @@ def export_cmd(
     from ctd_export.onnx_export import ExportOptions, export_run
 
     if refine is not None:
+        if head_op != "convtranspose":
+            from ctd_runtime.errors import CtdError
+
+            raise CtdError("--head-op applies to one-stage graphs; the two-stage graph (--refine) keeps ConvTranspose")
         _export_two_stage(run, refine, out_dir, decode, tolerance, images, max_images, which, force, threads, precision)
         return
     options = ExportOptions(
         decode=decode, heatmaps=heatmaps, raw=raw, tolerance_px=tolerance,
         images=None if images is None else str(images), max_images=max_images, which=which,
         schema=schema, force=force, threads=threads, precisions=parse_precisions(precision, raw),
-        calibration=calibration, calibration_images=calib_images, engine=engine,
+        calibration=calibration, calibration_images=calib_images, engine=engine, head_op=head_op,
     )
     from ctd_export.progress import ConsoleProgress
 

@@ -6,10 +6,11 @@
    (`ctd_runtime.atomic.remove_stale_temps`);
 2. load the run (`ctd_train.checkpoint.load_run`: CtdError for an unreadable checkpoint or one
    from another ctd version or, given `options.schema`, another schema);
-3. build the fused graph (`FusedLandmarkModel`) or take the plain predictor (`raw`), export it
-   with the TorchScript exporter (opset 17, dynamic batch and image size, constant folding),
-   fix the static output shapes, add the `ctd.*` metadata, run onnx.checker and the TensorRT
-   operator check (`op_support.check_graph_ops`);
+3. build the fused graph (`FusedLandmarkModel`) or take the plain predictor (`raw`), its head's
+   deconvolutions written as `options.head_op` says (`ctd_export.subpixel`), export it with
+   the TorchScript exporter (opset 17, dynamic batch and image size, constant folding), fix the
+   static output shapes, add the `ctd.*` metadata (and `ctd_export.head_op`), run onnx.checker
+   and the TensorRT operator check (`op_support.check_graph_ops`);
 4. write it under a temporary name in DIR, run the parity gate on it (PyTorch vs ONNX Runtime on
    validation images; the gate graph also outputs the heatmaps, see `ctd_export.parity`) and
    rename it to model.onnx only when every judged landmark is within tolerance;
@@ -51,6 +52,10 @@ from ctd_runtime.errors import CtdError
 from ctd_runtime.model_meta import ModelMetadata, version_major
 
 MODEL_FILE = "model.onnx"
+HEAD_OPS = ("convtranspose", "subpixel", "subpixel2x2")  # how the head's deconvolutions are written (subpixel.py)
+# metadata key of the head op: outside the runtime's ctd.* keys, which conversions rewrite, so the
+# FP16/INT8 variants carry it over as it is
+HEAD_OP_KEY = "ctd_export.head_op"
 EXPORT_CONFIG_FILE = "export_config.json"
 TIMING_CACHE_FILE = "timing.cache"
 DEFAULT_OPSET = 17
@@ -74,6 +79,7 @@ class ExportOptions:
     schema: str | None = None          # refuse a run trained for another schema
     opset: int = DEFAULT_OPSET
     exporter: str = "torchscript"      # torchscript (dynamo=False) | dynamo
+    head_op: str = "convtranspose"     # the head's deconvolutions as: convtranspose | subpixel | subpixel2x2
     force: bool = False                # overwrite an existing model.onnx
     threads: int | None = None         # CPU threads of the parity run (torch and ONNX Runtime)
     precisions: tuple[str, ...] = ONNX_PRECISIONS  # ONNX files of a fused export (a raw one: model.onnx only)
@@ -100,6 +106,8 @@ class ExportOptions:
             raise CtdError(f"which checkpoint: best or last, not {self.which!r}")
         if self.exporter not in EXPORTERS:
             raise CtdError(f"unknown exporter {self.exporter!r}; choose from {', '.join(EXPORTERS)}")
+        if self.head_op not in HEAD_OPS:
+            raise CtdError(f"unknown head op {self.head_op!r}; choose from {', '.join(HEAD_OPS)}")
         if not 17 <= self.opset <= 20:
             raise CtdError(f"opset {self.opset} outside 17..20 (GridSample needs 16+, TensorRT 10 reads up to 20)")
         unknown = [p for p in self.precisions if p not in ONNX_PRECISIONS]
@@ -195,11 +203,24 @@ class ExportContext:
 # graph building and export
 
 
-def build_fused_model(run: Any, decode: str, with_heatmaps: bool = False):
-    """The run's predictor wrapped into the fused graph (eval mode, CPU)."""
+def export_predictor(run: Any, head_op: str = "convtranspose") -> Any:
+    """The run's predictor as the graph is exported (eval mode, CPU): itself, or for another
+    `head_op` a copy with its deconvolutions rewritten (`ctd_export.subpixel`; the run's own
+    predictor stays the parity gate's PyTorch reference)."""
+    predictor = run.predictor.cpu().eval()
+    if head_op == "convtranspose":
+        return predictor
+    from ctd_export.subpixel import rewritten_head
+
+    return rewritten_head(predictor, head_op)
+
+
+def build_fused_model(run: Any, decode: str, with_heatmaps: bool = False, head_op: str = "convtranspose"):
+    """The run's predictor wrapped into the fused graph (eval mode, CPU), its head written as
+    `head_op` says (`export_predictor`)."""
     from ctd_export.fused import FusedLandmarkModel
 
-    predictor = run.predictor.cpu().eval()
+    predictor = export_predictor(run, head_op)
     return FusedLandmarkModel(
         predictor, run.normalization, run.codec, decode, run.input_size, with_heatmaps,
         num_landmarks=run.schema.num_landmarks,
@@ -364,20 +385,21 @@ def _graphs(run: Any, options: ExportOptions, decode: str, graph: str) -> tuple[
     for (nothing else differs)."""
     import onnx
 
-    from ctd_export.metadata import metadata_for_run, set_metadata
+    from ctd_export.metadata import metadata_for_run, set_metadata, set_metadata_props
     from ctd_export.op_support import check_graph_ops
 
     if graph == "fused":
         try:
-            module = build_fused_model(run, decode, with_heatmaps=True)
+            module = build_fused_model(run, decode, with_heatmaps=True, head_op=options.head_op)
         except ValueError as e:
             raise CtdError(f"cannot build the fused graph: {e}", path=run.run_dir) from None
     else:
-        module = run.predictor.cpu().eval()
+        module = export_predictor(run, options.head_op)
     gate_model = export_onnx_model(module, graph, run.schema.num_landmarks, run.input_size,
                                    run.codec.heatmap_size, options.opset, options.exporter)
     gate_meta = metadata_for_run(run, decode, graph, with_heatmaps=True)
     set_metadata(gate_model, gate_meta)
+    set_metadata_props(gate_model, {HEAD_OP_KEY: options.head_op})
     meta = metadata_for_run(run, decode, graph, options.heatmaps)
     model = gate_model
     if graph == "fused" and not options.heatmaps:

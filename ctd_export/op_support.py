@@ -24,6 +24,7 @@ ALLOWED_OPS: dict[str, str] = {
     # predictor (what ctd's students and the hourglass export to)
     "Conv": "2-D; weights must be initializers",
     "ConvTranspose": "2-D; weights must be initializers",
+    "DepthToSpace": "blocksize 2, CRD: the sub-pixel head (--head-op subpixel / subpixel2x2)",
     "BatchNormalization": "inference only (usually folded into Conv by the exporter)",
     "InstanceNormalization": "scale and bias initializers",
     "Relu": "",

@@ -59,8 +59,8 @@ def test_sabotaged_graph_fails_and_leaves_no_file(tmp_path, monkeypatch):
     run = fake_run("argmax")
     real_build = onnx_export.build_fused_model
 
-    def wrong_mean(run, decode, with_heatmaps=False):
-        model = real_build(run, decode, with_heatmaps)
+    def wrong_mean(run, decode, with_heatmaps=False, **kw):
+        model = real_build(run, decode, with_heatmaps, **kw)
         model.mean.add_(30.0)  # the graph normalises with another mean than training did
         return model
 
@@ -83,8 +83,8 @@ def test_swapped_channels_are_caught_by_a_tight_gate(tmp_path, monkeypatch):
     run = fake_run("dark", normalization=Normalization("RGB", (120.0, 110.0, 100.0), (0.02, 0.02, 0.02)))
     real_build = onnx_export.build_fused_model
 
-    def swapped(run_, decode, with_heatmaps=False):
-        model = real_build(run_, decode, with_heatmaps)
+    def swapped(run_, decode, with_heatmaps=False, **kw):
+        model = real_build(run_, decode, with_heatmaps, **kw)
         model.swap_channels = False
         return model
 
