@@ -372,7 +372,7 @@ def _check_run(run: Any, options: ExportOptions) -> None:
         from ctd_runtime.schema import get_schema
 
         want = get_schema(options.schema)
-        if want.to_dict() != run.schema.to_dict():
+        if want.landmark_differences(run.schema):
             raise CtdError(
                 f"the run is for schema {run.schema.name!r} ({run.schema.num_landmarks} landmarks), "
                 f"not {want.name!r} ({want.num_landmarks} landmarks)", path=run.run_dir,

@@ -84,6 +84,14 @@ class LandmarkSchema:
         if len(set(self.flip_sources)) != self.num_landmarks:
             raise CtdError(f"schema {self.name!r}: a source point is used twice in flip_sources")
 
+    LANDMARK_FIELDS = ("landmark_names", "source_indices", "pfl_pair", "num_source_points")
+
+    def landmark_differences(self, other: "LandmarkSchema") -> list[str]:
+        """The fields in which `other` names other landmarks than this schema (names, source
+        points, PFL pair); its description and flip rules may differ (another ctd version's)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [k for k in self.LANDMARK_FIELDS if mine.get(k) != theirs.get(k)]
+
     @property
     def num_landmarks(self) -> int:
         return len(self.landmark_names)

@@ -127,7 +127,7 @@ def read_checkpoint(
         )
     if expected_schema is not None:
         got = LandmarkSchema.from_dict(ckpt["schema"], where=path)
-        if got.to_dict() != expected_schema.to_dict():
+        if got.landmark_differences(expected_schema):
             raise CtdError(
                 f"checkpoint is for schema {got.name!r} ({got.num_landmarks} landmarks: "
                 f"{', '.join(got.landmark_names)}), but schema {expected_schema.name!r} "

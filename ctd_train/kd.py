@@ -78,14 +78,10 @@ class RunTeacher(nn.Module):
         return {"heatmaps": heatmaps, "features": out["features"]}
 
 
-LANDMARK_FIELDS = ("landmark_names", "source_indices", "pfl_pair", "num_source_points")
-
-
 def _check_landmarks(run: "LoadedRun", schema: "LandmarkSchema") -> None:
     """CtdError unless the run's heatmaps are the schema's landmarks (names, source points, PFL
     pair); its description or flip rules may be another ctd version's."""
-    mine, theirs = schema.to_dict(), run.schema.to_dict()
-    differ = [k for k in LANDMARK_FIELDS if mine.get(k) != theirs.get(k)]
+    differ = schema.landmark_differences(run.schema)
     if differ:
         raise CtdError(f"the teacher run is for schema {run.schema.name!r} ({run.schema.num_landmarks} landmarks: "
                        f"{', '.join(run.schema.landmark_names)}), this run for schema {schema.name!r} "

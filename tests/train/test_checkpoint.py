@@ -162,3 +162,21 @@ def test_real_teacher_rebuilt_from_its_skeleton(tmp_path):
     method.eval()
     with torch.no_grad():
         torch.testing.assert_close(run.predictor(x), method.predictor(x), rtol=0, atol=0)
+
+
+def test_a_run_saved_before_flip_sources_still_loads_as_its_schema(tmp_path, tiny):
+    """Schemas gained flip_sources; a checkpoint saved without them names the same landmarks."""
+    import torch
+
+    path, _ = _save(tmp_path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["schema"].pop("flip_sources", None)
+    ckpt["schema"]["description"] = "an older ctd's wording"
+    torch.save(ckpt, path)
+    assert read_checkpoint(path, expected_schema=get_schema("imm14"))["epoch"] == 3
+    moved = get_schema("imm14").to_dict()
+    moved["source_indices"][0] = 13
+    ckpt["schema"] = moved
+    torch.save(ckpt, path)
+    with pytest.raises(CtdError, match="was expected"):
+        read_checkpoint(path, expected_schema=get_schema("imm14"))
