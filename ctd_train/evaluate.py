@@ -29,7 +29,7 @@ SPLITS = ("train", "val", "test", "all")
 DEFAULT_THRESHOLD = 0.10
 METHOD_LABELS = {
     "fe": "FE", "ftp": "FTP", "ft": "FT", "hg": "HG",
-    "ctd-cd": "CTD-CD", "ctd-ed": "CTD-ED", "ctd-com": "CTD-Com",
+    "ctd-cd": "CTD-CD", "ctd-ed": "CTD-ED", "ctd-com": "CTD-Com", "kd": "KD",
 }
 
 
