@@ -30,7 +30,10 @@ reads {0, +1} (ky 2, 0). Each of the four phases (dy, dx) is a 2x2 convolution o
 Output channel o*4 + sy*2 + sx holds sub-position (sy, sx) of channel o: DepthToSpace's CRD
 order, which is what `F.pixel_shuffle` computes and both torch exporters write as
 DepthToSpace(mode="CRD"). A BatchNorm2d right after the deconvolution (in a Sequential, eval statistics) is folded into the
-convolution's weights and bias, in float64, and replaced by Identity.
+convolution's weights and bias, in float64, and a ReLU after them is applied before DepthToSpace
+(it commutes with the rearrangement), so the graph reads Conv -> Relu -> DepthToSpace: the pair a
+runtime fuses (ONNX Runtime's FusedConv, QLinearConv with uint8 activations; TensorRT's Conv +
+ReLU). Both are replaced by Identity.
 
 `rewritten_head(predictor, head_op)` returns a rewritten deep copy (the trained predictor, which
 the parity gate's PyTorch reference runs, is left as it is).
@@ -107,20 +110,23 @@ def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class SubPixelDeconv(nn.Module):
-    """ConvTranspose2d(k=4, s=2, p=1) [+ BatchNorm2d] as Conv (k x k, padding 1, 4*O channels) and
-    DepthToSpace (pixel shuffle, CRD); `from_conv_transpose` builds it from trained modules."""
+    """ConvTranspose2d(k=4, s=2, p=1) [+ BatchNorm2d] [+ ReLU] as Conv (k x k, padding 1, 4*O
+    channels) [+ ReLU] and DepthToSpace (pixel shuffle, CRD); `from_conv_transpose` builds it from
+    trained modules."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, out_channels: int) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, out_channels: int, relu: bool = False) -> None:
         super().__init__()
         self.out_channels = int(out_channels)
         self.kernel = int(weight.shape[-1])
+        self.relu = bool(relu)
         self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
         self.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
 
     @classmethod
     def from_conv_transpose(cls, deconv: nn.ConvTranspose2d, bn: nn.BatchNorm2d | None = None,
-                            kernel: int = 3) -> "SubPixelDeconv":
-        """The rewrite of a trained deconvolution, with the eval statistics of `bn` folded in."""
+                            kernel: int = 3, relu: bool = False) -> "SubPixelDeconv":
+        """The rewrite of a trained deconvolution, with the eval statistics of `bn` folded in and,
+        with `relu`, the ReLU that follows them."""
         if not is_rewritable(deconv):
             raise ValueError(f"not a ConvTranspose2d(kernel 4, stride 2, padding 1) without groups: {deconv}")
         o = deconv.out_channels
@@ -131,15 +137,18 @@ class SubPixelDeconv(nn.Module):
             scale, shift = _bn_affine(bn)
             weight = weight * scale.repeat_interleave(4)[:, None, None, None]
             bias = bias * scale + shift
-        return cls(weight.to(dtype), bias.repeat_interleave(4).to(dtype), o)
+        return cls(weight.to(dtype), bias.repeat_interleave(4).to(dtype), o, relu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.conv2d(x, self.weight, self.bias, padding=1)
+        if self.relu:
+            y = F.relu(y)
         y = F.pixel_shuffle(y, 2)
         return y[:, :, 1:-1, 1:-1] if self.kernel == 2 else y
 
     def extra_repr(self) -> str:
-        return f"{self.weight.shape[1]}, {self.out_channels}, conv {self.kernel}x{self.kernel} -> DepthToSpace(2)"
+        relu = " -> ReLU" if self.relu else ""
+        return f"{self.weight.shape[1]}, {self.out_channels}, conv {self.kernel}x{self.kernel}{relu} -> DepthToSpace(2)"
 
 
 def _foldable(module: nn.Module | None, channels: int) -> bool:
@@ -147,10 +156,29 @@ def _foldable(module: nn.Module | None, channels: int) -> bool:
             and module.running_mean is not None and module.running_var is not None)
 
 
+def _absorbed(parent: nn.Module, names: list[str], i: int, channels: int, fold_bn: bool) -> tuple[list[str], bool]:
+    """(names of the modules after the deconvolution at `i` that its rewrite takes over: an
+    eval BatchNorm2d with `fold_bn`, then a ReLU; whether that BatchNorm is among them). Only in a
+    Sequential is "after" known."""
+    if not isinstance(parent, nn.Sequential):
+        return [], False
+    taken: list[str] = []
+    nxt = parent._modules[names[i + 1]] if i + 1 < len(names) else None
+    folds = fold_bn and _foldable(nxt, channels)
+    if folds:
+        taken.append(names[i + 1])
+    j = i + 1 + len(taken)
+    if j < len(names) and isinstance(parent._modules[names[j]], nn.ReLU):
+        taken.append(names[j])
+    return taken, folds
+
+
 def rewrite_deconvolutions(module: nn.Module, head_op: str, fold_bn: bool = True) -> int:
-    """Replace, in place, every rewritable ConvTranspose2d inside `module` by its `head_op` rewrite
-    (and, with `fold_bn`, fold an eval-mode BatchNorm2d that follows it in a Sequential); how many
-    were replaced. "convtranspose" replaces nothing."""
+    """Replace, in place, every rewritable ConvTranspose2d inside `module` by its `head_op` rewrite;
+    in a Sequential it also takes over an eval BatchNorm2d that follows (with `fold_bn`; folded)
+    and then a ReLU (applied before DepthToSpace, where a runtime fuses it into the Conv; ReLU
+    commutes with the rearrangement), each replaced by Identity. How many were replaced;
+    "convtranspose" replaces nothing."""
     if head_op not in HEAD_OPS:
         raise CtdError(f"unknown head op {head_op!r}; choose from {', '.join(HEAD_OPS)}")
     if head_op == "convtranspose":
@@ -162,11 +190,12 @@ def rewrite_deconvolutions(module: nn.Module, head_op: str, fold_bn: bool = True
             child = parent._modules[name]
             if child is None or not is_rewritable(child):
                 continue
-            after = parent._modules[names[i + 1]] if isinstance(parent, nn.Sequential) and i + 1 < len(names) else None
-            bn = after if fold_bn and _foldable(after, child.out_channels) else None
-            parent._modules[name] = SubPixelDeconv.from_conv_transpose(child, bn, KERNELS[head_op])
-            if bn is not None:
-                parent._modules[names[i + 1]] = nn.Identity()
+            taken, folds = _absorbed(parent, names, i, child.out_channels, fold_bn)
+            bn = parent._modules[taken[0]] if folds else None
+            relu = len(taken) > int(folds)
+            parent._modules[name] = SubPixelDeconv.from_conv_transpose(child, bn, KERNELS[head_op], relu)
+            for later in taken:
+                parent._modules[later] = nn.Identity()
             count += 1
     return count
 

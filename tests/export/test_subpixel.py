@@ -94,7 +94,8 @@ def test_the_student_head_rewritten_in_a_copy(head_op):
         got = twin(x)
     assert float((got - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
     kinds = [type(m).__name__ for m in twin.deconv]
-    assert kinds == ["SubPixelDeconv", "Identity", "ReLU"] * 3
+    assert kinds == ["SubPixelDeconv", "Identity", "Identity"] * 3  # BatchNorm folded, ReLU taken over
+    assert all(m.relu for m in twin.deconv if isinstance(m, SubPixelDeconv))
     assert sum(isinstance(m, nn.ConvTranspose2d) for m in head.modules()) == 3  # the original is untouched
     assert not any(isinstance(m, (nn.ConvTranspose2d, nn.BatchNorm2d)) for m in twin.modules())
 
@@ -106,6 +107,10 @@ def test_what_the_rewrite_does_not_cover_stays():
     assert rewrite_deconvolutions(net, "subpixel") == 1
     assert isinstance(net[0], nn.ConvTranspose2d) and isinstance(net[1], nn.BatchNorm2d)
     assert isinstance(net[2], SubPixelDeconv) and isinstance(net[3], nn.BatchNorm2d)
+    assert not net[2].relu
+    unfolded = nn.Sequential(nn.ConvTranspose2d(4, 2, 4, 2, 1), nn.BatchNorm2d(2), nn.ReLU()).eval()
+    rewrite_deconvolutions(unfolded, "subpixel", fold_bn=False)  # the ReLU cannot move past the BatchNorm
+    assert [type(m).__name__ for m in unfolded] == ["SubPixelDeconv", "BatchNorm2d", "ReLU"] and not unfolded[0].relu
     assert rewrite_deconvolutions(nn.Sequential(nn.ConvTranspose2d(2, 2, 4, 2, 1)), "convtranspose") == 0
     with pytest.raises(CtdError, match="no ConvTranspose2d"):
         rewritten_head(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ConvTranspose2d(3, 3, 2, 2)), "subpixel")

@@ -45,6 +45,11 @@ def test_every_head_op_gives_the_same_landmarks_in_onnxruntime(graphs, evaluatio
         ops = used_ops(model)
         assert "ConvTranspose" not in ops and ops["DepthToSpace"] == 2, op  # the tiny head has two deconvolutions
         assert set(ops) <= set(ALLOWED_OPS), op  # (the full check runs in the export test below)
+        producer = {o: n for n in model.graph.node for o in n.output}
+        for n in model.graph.node:  # Conv -> Relu -> DepthToSpace: the ReLU where the runtime fuses it
+            if n.op_type == "DepthToSpace":
+                relu = producer[n.input[0]]
+                assert relu.op_type == "Relu" and producer[relu.input[0]].op_type == "Conv", op
         lm, sc = run_samples(graphs[op, decode], samples)
         assert np.abs(lm - ref_lm).max() < 1e-3, op  # source px
         assert np.abs(sc - ref_sc).max() < 1e-4, op
