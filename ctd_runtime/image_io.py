@@ -13,7 +13,8 @@ file must pass three checks:
    `Premature end`; libpng and libtiff errors; OpenCV's own error log). stderr (file descriptor
    2, process-wide) is redirected to a temporary file for the decode, under a lock, so decodes
    in several threads are attributed to the right file; anything another thread writes to
-   stderr in those milliseconds is attributed to the image too.
+   stderr in those milliseconds is attributed to the image too, except glog/absl log lines
+   (MediaPipe's threads write those at any time; no decoder does).
 
 What comes back is always BGR uint8 [H, W, 3] (DESIGN.md, "Colour"): a grayscale image is
 replicated into three channels, an alpha channel is dropped, a 16-bit image is scaled by
@@ -45,6 +46,12 @@ PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _PADDING = b"\x00\r\n\t "
 _OPENCV_LOG_PREFIX = re.compile(r"^\[\s*\w+:[\d@.]+\]\s*global\s+\S+\s+\S+\s+")
 _OPENCV_ERROR = re.compile(r"^.*OpenCV\([^)]*\) \S+: error: \(-?\d+:[^)]*\) ")
+# glog / absl log lines (MediaPipe, TensorFlow Lite, gRPC threads write them to fd 2 at any time):
+# never an image decoder's, so they are not held against the image being decoded meanwhile
+_FOREIGN_LOG_LINE = re.compile(
+    r"^(?:[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+\s+\S+:\d+\]"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called)"
+)
 # stderr is one per process: one decode at a time may own it
 _STDERR_LOCK = threading.Lock()
 
@@ -179,6 +186,8 @@ def _one_line(messages: list[str]) -> str:
     lines: list[str] = []
     for text in messages:
         for line in text.splitlines():
+            if _FOREIGN_LOG_LINE.match(line.strip()):
+                continue
             line = _OPENCV_ERROR.sub("", _OPENCV_LOG_PREFIX.sub("", line.strip()))
             if line and line not in lines:
                 lines.append(line)

@@ -175,3 +175,15 @@ def test_threads_get_their_own_verdicts(tmp_path, capfd):
     assert results["good"] == ["ok"] * 30
     assert len(results["bad"]) == 30 and all("Corrupt JPEG data" in r for r in results["bad"])
     assert capfd.readouterr().err == ""
+
+
+def test_log_lines_of_other_libraries_are_not_held_against_the_image():
+    """MediaPipe's threads write glog/absl lines to fd 2 at any time; a decoder's message still counts."""
+    from ctd_runtime.image_io import _one_line
+
+    foreign = ("W0000 00:00:1764633600.123456   31998 inference_feedback_manager.cc:114] Feedback manager "
+               "requires a model with a single signature inference.\n"
+               "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+               "I0000 00:00:1764633600.2   31998 gl_context.cc:369] GL version: 3.2\n")
+    assert _one_line([foreign]) == ""
+    assert _one_line([foreign + "Premature end of JPEG file\n"]) == "Premature end of JPEG file"
