@@ -49,7 +49,7 @@ _OPENCV_ERROR = re.compile(r"^.*OpenCV\([^)]*\) \S+: error: \(-?\d+:[^)]*\) ")
 # glog / absl log lines (MediaPipe, TensorFlow Lite, gRPC threads write them to fd 2 at any time):
 # never an image decoder's, so they are not held against the image being decoded meanwhile
 _FOREIGN_LOG_LINE = re.compile(
-    r"^(?:[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+\s+\S+:\d+\]"
+    r"^(?:[IWEF]\d{4} \d\d:\d\d:\d+(?:\.\d+)?\s+\d+\s+\S+:\d+\]"
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called)"
 )
 # stderr is one per process: one decode at a time may own it
