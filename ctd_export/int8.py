@@ -28,7 +28,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ctd_export.calibration import FusedCalibrationReader, Sample, as_ort_reader, parity_samples, run_config_samples
+from ctd_export.calibration import (FusedCalibrationReader, Sample, as_ort_reader, calibrate, parity_samples,
+                                   run_config_samples)
 from ctd_export.metadata import load_checked_model, read_metadata_props, set_metadata_props, write_converted_metadata
 from ctd_export.network_region import PREDICTOR_SCOPE, ensure_node_names, network_region, output_layers
 from ctd_runtime.artifacts import onnx_variant
@@ -201,21 +202,51 @@ def excluded_nodes(pre: onnx.ModelProto, region: Sequence[str], config: Int8Conf
     return [n.name for n in pre.graph.node if n.name not in keep]
 
 
+def _op_types(config: Int8Config) -> list[str]:
+    """The operator types quantised, and calibrated: `config.op_types`, or for ("all",) every type
+    ONNX Runtime's quantiser knows (as `quantize_static` expands an empty list)."""
+    if "all" not in config.op_types:
+        return list(config.op_types)
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def _takes_ranges() -> bool:
+    """Whether this onnxruntime's quantize_static takes precomputed ranges (`calibration_cache_path`)."""
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
 def _quantize_static(work: Path, out: Path, samples: Sequence[Sample], input_names: Sequence[str],
                      exclude: Sequence[str], config: Int8Config,
-                     on_sample: Callable[[int, int], None] | None = None) -> onnx.ModelProto:
+                     on_sample: Callable[[int, int], None] | None = None, threads: int | None = None) -> onnx.ModelProto:
     """ONNX Runtime's static QDQ quantisation of `work` into `out`, calibrated on `samples`
-    (`on_sample(done, total)` follows the calibration)."""
+    (`on_sample(done, total)` follows the calibration). Where onnxruntime takes precomputed ranges,
+    the calibration runs on a session of ours (`calibration.calibrate`: graph optimisation on,
+    `threads`, no spinning), else inside quantize_static."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[config.method]
+    reader = FusedCalibrationReader(samples, input_names, on_sample)
+    op_types = _op_types(config)
+    if _takes_ranges():
+        from onnxruntime.quantization.calibrate import save_tensors_data
+
+        cache = out.parent / "ranges.json"
+        save_tensors_data(calibrate(work, reader, config.method, op_types, out.parent, config.percentile, threads), cache)
+        calibration: dict[str, Any] = {"calibration_data_reader": None, "calibration_cache_path": str(cache)}
+    else:
+        calibration = {"calibration_data_reader": as_ort_reader(reader)}
     quantize_static(
         str(work),
         str(out),
-        as_ort_reader(FusedCalibrationReader(samples, input_names, on_sample)),
         quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=None if "all" in config.op_types else list(config.op_types),
+        op_types_to_quantize=op_types,
         per_channel=config.per_channel,
         activation_type=QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
@@ -226,6 +257,7 @@ def _quantize_static(work: Path, out: Path, samples: Sequence[Sample], input_nam
             "WeightSymmetric": True,
             "CalibPercentile": config.percentile,
         },
+        **calibration,
     )
     return onnx.load(str(out))
 
@@ -237,9 +269,11 @@ def quantize_int8(
     config: Int8Config | None = None,
     calibration_source: str = "",
     on_sample: Callable[[int, int], None] | None = None,
+    threads: int | None = None,
 ) -> Int8Result:
     """Write the INT8 QDQ variant of the FP32 fused ONNX `src` (default model.int8.onnx beside
-    it), atomically, calibrated on `samples` (`on_sample(done, total)` follows the calibration);
+    it), atomically, calibrated on `samples` (`on_sample(done, total)` follows the calibration,
+    run with `threads` intra-op threads; None: every core);
     `ctd.precision=int8`, details in `ctd.int8`. The work files live in a temporary folder
     beside `dst` (ctd_runtime.atomic.temp_dir), so a killed export's are found and removed."""
     import onnxruntime
@@ -255,7 +289,7 @@ def quantize_int8(
         work, pre = _prepared(model, tmp, config)
         exclude = excluded_nodes(pre, region, config, src)
         qmodel = _quantize_static(work, tmp / "int8.onnx", samples, [i.name for i in model.graph.input],
-                                  exclude, config, on_sample)
+                                  exclude, config, on_sample, threads)
     n_float_biases = float_biases(qmodel) if config.tensorrt_compatible else 0
     counts = _quantized_ops(qmodel)  # after float_biases: a bias DQ is not a quantised operator
     result = Int8Result(
@@ -308,9 +342,11 @@ def int8_post_step(config: Int8Config | None = None):
         result = context.result
         samples = run_config_samples(context.run, config.num_images, config.seed)
         progress = getattr(context, "progress", None)
+        threads = getattr(getattr(context, "options", None), "threads", None)  # ExportOptions.threads
         res = quantize_int8(result.model_path, samples, config=config,
                             calibration_source=f"training split of run {context.run.run_id}",
-                            on_sample=None if progress is None else lambda i, n: progress("int8 calibration", i, n))
+                            on_sample=None if progress is None else lambda i, n: progress("int8 calibration", i, n),
+                            threads=threads)
         parity = parity_samples(context.images, context.crops)
         result.artifacts["int8"] = res.path
         result.reports["int8"] = {
