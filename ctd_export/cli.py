@@ -71,6 +71,11 @@ def export_cmd(
     ),
     calibration: str = typer.Option("minmax", "--calibration", help="INT8 calibration: minmax | entropy | percentile."),
     calib_images: int = typer.Option(64, "--calib-images", min=1, help="Training images the INT8 calibration sees."),
+    int8_activations: str = typer.Option(
+        "int8", "--int8-activations",
+        help="INT8 activations: int8 (symmetric, TensorRT-ready; the default) | uint8 (asymmetric: every Conv "
+             "fuses to QLinearConv in ONNX Runtime CPU, faster there, refused by ctd build-engine).",
+    ),
     head_op: str = typer.Option(
         "convtranspose", "--head-op",
         help="How the graph writes the head's 4x4 stride-2 deconvolutions: convtranspose (as trained) | subpixel "
@@ -101,6 +106,7 @@ def export_cmd(
         images=None if images is None else str(images), max_images=max_images, which=which,
         schema=schema, force=force, threads=threads, precisions=parse_precisions(precision, raw),
         calibration=calibration, calibration_images=calib_images, engine=engine, head_op=head_op,
+        int8_activations=int8_activations,
     )
     from ctd_export.progress import ConsoleProgress
 

@@ -85,6 +85,7 @@ class ExportOptions:
     precisions: tuple[str, ...] = ONNX_PRECISIONS  # ONNX files of a fused export (a raw one: model.onnx only)
     calibration: str = "minmax"        # INT8 calibration: minmax | entropy | percentile
     calibration_images: int = 64       # training images the INT8 calibration sees
+    int8_activations: str = "int8"     # int8: symmetric, TensorRT-ready | uint8: asymmetric, ONNX Runtime CPU only
     engine: bool = False               # also model.plan (TensorRT FP16 from model.fp16.onnx), gated
     engine_profile: Any = None         # ctd_runtime.engine.build.ShapeProfile; None: its defaults
     workspace_mb: int = 2048           # TensorRT builder workspace
@@ -132,7 +133,9 @@ class ExportOptions:
         """The `ctd_export.int8.Int8Config` of the INT8 step."""
         from ctd_export.int8 import Int8Config
 
-        return Int8Config(method=self.calibration, num_images=self.calibration_images)
+        return Int8Config(method=self.calibration, num_images=self.calibration_images,
+                          activation_type=self.int8_activations,
+                          tensorrt_compatible=self.int8_activations == "int8")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -185,6 +185,24 @@ def read_ctd_metadata(onnx_path: Path) -> tuple[ModelMetadata, dict[str, str]]:
     return ModelMetadata.from_map(raw, where=onnx_path), {k: v for k, v in raw.items() if k.startswith("ctd.")}
 
 
+def refuse_onnx_runtime_only_int8(meta_map: dict[str, str], onnx_path: Path) -> None:
+    """CtdError for a Q/DQ model quantised for ONNX Runtime only (asymmetric uint8 activations):
+    TensorRT takes zero-point-0 int8 alone, and would fail deep in its parser."""
+    import json
+
+    try:
+        details = json.loads(meta_map.get("ctd.int8", "{}"))
+    except json.JSONDecodeError:
+        raise CtdError("the model's ctd.int8 metadata is not valid JSON", path=onnx_path) from None
+    config = details.get("config", details) if isinstance(details, dict) else {}
+    if isinstance(config, dict) and config.get("tensorrt_compatible") is False:
+        raise CtdError(
+            f"this INT8 model has {config.get('activation_type', 'uint8')} activations for ONNX Runtime only "
+            "(ctd export --int8-activations uint8); TensorRT takes symmetric int8: export with "
+            "--int8-activations int8", path=onnx_path,
+        )
+
+
 def resolve_onnx(
     onnx_path: str | Path, trt_version: str, precision: str | None = None, log: Log | None = None
 ) -> tuple[Path, BuildPlan, dict[str, str]]:
@@ -194,6 +212,7 @@ def resolve_onnx(
     if not onnx_path.is_file():
         raise CtdError("ONNX file not found", path=onnx_path)
     meta, meta_map = read_ctd_metadata(onnx_path)
+    refuse_onnx_runtime_only_int8(meta_map, onnx_path)
     plan = choose_build_plan(trt_version, meta.precision, precision)
     if plan.onnx_precision != meta.precision:
         other = onnx_variant(onnx_path, plan.onnx_precision)

@@ -100,6 +100,17 @@ def test_deconvolutions_and_uint8_on_request(exported, calibration, tmp_path):
     assert lm.shape == (2, 3, 2) and np.isfinite(lm).all()
 
 
+def test_export_options_choose_the_activation_type():
+    from ctd_export.onnx_export import ExportOptions
+
+    cpu = ExportOptions(int8_activations="uint8").int8_config()
+    assert (cpu.activation_type, cpu.tensorrt_compatible) == ("uint8", False)
+    default = ExportOptions().int8_config()
+    assert (default.activation_type, default.tensorrt_compatible) == ("int8", True)
+    with pytest.raises(CtdError, match="unknown activation type 'u4'"):
+        ExportOptions(int8_activations="u4").check()
+
+
 def test_config_checks():
     with pytest.raises(CtdError, match="TensorRT takes only symmetric int8"):
         int8.Int8Config(activation_type="uint8").check()

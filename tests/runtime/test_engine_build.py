@@ -266,6 +266,18 @@ def test_build_engine_int8_explicit_quantisation(export_dir, tmp_path):
     assert m.plan_file == "model.int8.plan" and m.precision == "int8"
 
 
+def test_onnx_runtime_only_int8_is_refused_before_tensorrt_parses_it(export_dir, tmp_path):
+    """A uint8-activation model (ctd export --int8-activations uint8) is for ONNX Runtime CPU only."""
+    _, src = export_dir
+    cfg = int8.Int8Config(activation_type="uint8", tensorrt_compatible=False)
+    q = int8.quantize_int8(src, sample_set(6, seed=3)[0], tmp_path / "model.int8.onnx", cfg)
+    trt, calls = fake_trt("10.12.0")
+    with pytest.raises(CtdError, match="uint8 activations for ONNX Runtime only.*--int8-activations int8") as e:
+        tb.build_engine(q.path, trt=trt, cuda_api=FakeCuda())
+    assert str(q.path) in str(e.value) and ("network", 0) not in calls
+    assert not (tmp_path / "model.int8.plan").exists()
+
+
 def test_parser_errors_name_the_nodes(export_dir, tmp_path):
     _, src = export_dir
     trt, _ = fake_trt("10.8.0", parse_ok=False)
