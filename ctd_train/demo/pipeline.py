@@ -47,9 +47,10 @@ def run_demo(config: DemoConfig, console: Console | None = None, cache_dir: str 
     prepare_out(config)
     out = Path(config.out)
     if config.fast:
-        console.print(f"[yellow]--fast: a tiny budget that checks every step runs. {config.epochs} epoch(s) on "
-                      f"{config.subjects * config.images_per_subject} images learn next to nothing: expect errors "
-                      "near the mean shape and no face found in step 5. Run `ctd demo` for the real thing.[/]")
+        console.print(f"[yellow]--fast: a tiny budget that checks every step runs. {config.epochs} epoch(s)"
+                      + ("" if config.data else f" on {config.subjects * config.images_per_subject} images")
+                      + " learn next to nothing: expect errors near the mean shape and no face found in step 5. "
+                      "Run `ctd demo` without --fast for the real thing.[/]")
     t_all = time.perf_counter()
     t0 = _header(console, 1, "data", "The built-in synthetic faces: drawn by a program with exactly known landmarks, "
                  "pixel spacings and 3dMD-style OBJ captures; no real faces, nothing downloaded."
