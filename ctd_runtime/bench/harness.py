@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ctd_runtime.artifacts import onnx_variant
 from ctd_runtime.bench import pipelines as pipes
 from ctd_runtime.bench import stats
 from ctd_runtime.bench.contenders import BenchContext, Contender, ContenderSet, find_contenders
@@ -275,18 +276,49 @@ def mac_counter() -> Any:
     return None
 
 
+def _fp32_graph(o: Opened) -> Path | None:
+    """The FP32 ONNX graph of a contender's export (its own file, or the model.onnx beside an
+    FP16/INT8 file or an engine); None for a contender without a model file."""
+    if o.contender.model is None:
+        return None
+    graph = onnx_variant(Path(o.contender.model).with_suffix(".onnx"), "fp32")
+    return graph if graph.is_file() else None
+
+
 def model_flops(opened: list[Opened], counter: Any = None) -> dict[str, Any]:
-    """MACs/FLOPs of one network pass, from the FP32 reference graph, by `counter` (default
-    `mac_counter()`)."""
-    ref = next((o for o in opened if o.contender.reference and o.contender.model), None)
-    if ref is None:
-        return {"note": "no FP32 ONNX model among the contenders: FLOPs not counted"}
+    """FLOPs of one network pass per contender, counted by `counter` (default `mac_counter()`) on
+    the FP32 graph of its export: a smaller station model is measured against its own count. A
+    contender without a graph (the PyTorch eager pipeline) takes the count of an export of the
+    same training run (the first given), or of the one export there is."""
+    graphs = {o.contender.name: _fp32_graph(o) for o in opened}
+    if not any(graphs.values()):
+        return {"note": "no ONNX model among the contenders: FLOPs not counted", "models": {}, "contenders": {}}
     counter = counter or mac_counter()
     if counter is None:
-        return {"note": "no MAC counter installed (pip install 'ctd[train]' adds the export package's): FLOPs not counted"}
-    size = ref.landmarker.metadata.input_size
-    count = counter(ref.contender.model, {"image": [1, size, size, 3], "crop": [1, 2, 3]})
-    return count.to_dict() | {"model": str(ref.contender.model)}
+        return {"note": "no MAC counter installed (pip install 'ctd[train]' adds the export package's): FLOPs not counted",
+                "models": {}, "contenders": {}}
+    models: dict[str, dict[str, Any]] = {}
+    by_run: dict[str, str] = {}
+    for o in opened:
+        graph = graphs[o.contender.name]
+        if graph is None or str(graph) in models:
+            continue
+        size = o.landmarker.metadata.input_size
+        models[str(graph)] = counter(graph, {"image": [1, size, size, 3], "crop": [1, 2, 3]}).to_dict()
+        by_run.setdefault(o.landmarker.metadata.run_id, str(graph))
+    contenders = {}
+    for o in opened:
+        graph = graphs[o.contender.name]
+        only = next(iter(models)) if len(models) == 1 else None
+        key = str(graph) if graph is not None else by_run.get(o.landmarker.metadata.run_id, only)
+        contenders[o.contender.name] = None if key is None else {"model": key, "flops": models[key].get("flops")}
+    return {"models": models, "contenders": contenders}
+
+
+def contender_flops(flops: dict[str, Any], name: str) -> float | None:
+    """FLOPs of one pass of contender `name` (None: not counted)."""
+    entry = flops.get("contenders", {}).get(name)
+    return None if entry is None else entry.get("flops")
 
 
 def choose_baseline(opened: list[Opened]) -> tuple[str | None, str]:
@@ -350,8 +382,8 @@ def run_bench(targets: list[str | Path], config: BenchConfig,
                 o.landmarker.close()
             for p in piped:
                 pipes.close(p.detect)
-    per_pass = flops.get("flops")
-    results = {o.contender.name: {b: summarize_samples(o.samples[b], b, per_pass, peak["gflops"])
+    results = {o.contender.name: {b: summarize_samples(o.samples[b], b, contender_flops(flops, o.contender.name),
+                                                       peak["gflops"])
                                   | {"memory_mib": o.memory_mib} for b in config.batches} for o in opened}
     baseline, baseline_note = choose_baseline(opened)
     add_ratios(results, baseline)

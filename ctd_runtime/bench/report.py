@@ -60,8 +60,10 @@ def print_report(result: dict[str, Any], console: Any) -> None:
             table.add_row(*_row(name, per_batch[batch], pipelines["accuracy"].get(name, {})))
         console.print(table)
     flops = result["flops"]
-    console.print(f"model: {flops.get('gflops', 0):.3g} GFLOP per pass" if "flops" in flops else f"model: {flops['note']}",
-                  f"; matmul peak {peak:.1f} GFLOP/s (numpy float32, n={result['peak']['n']})", highlight=False)
+    counted = [f"{Path(m).parent.name}/{Path(m).name} {c.get('gflops', 0):.3g}" for m, c in flops.get("models", {}).items()]
+    console.print("GFLOP per network pass: " + ("; ".join(counted) if counted else flops.get("note", "not counted")),
+                  f"; matmul peak {peak:.1f} GFLOP/s (numpy float32, n={result['peak']['n']}); % peak of an INT8 or "
+                  "FP16 contender is against this FP32 peak (above 100%: the integer units)", highlight=False)
     for name, acc in result["accuracy"].items():
         console.print(f"{name}: ME {acc.get('me_pfl', float('nan')):.4f} PFL, FR {acc.get('fr_pfl', float('nan')):.3f}, "
                       f"AUC {acc.get('auc_pfl', float('nan')):.3f}, |PFL err| {acc.get('pfl_error_mean_abs_pfl', float('nan')):.4f}"

@@ -82,14 +82,39 @@ def test_peak_probe_and_fraction():
 # ---------------------------------------------------------------------------- FLOPs
 
 
-def test_no_flops_without_a_mac_counter(monkeypatch):
+def test_no_flops_without_a_mac_counter(monkeypatch, tiny_model):
     """A station (no onnx, no ctd_export) has no MAC counter: the report says so, nothing fails."""
     from ctd_runtime.bench import harness
 
     monkeypatch.setattr(harness, "mac_counter", lambda: None)
-    ref = SimpleNamespace(contender=SimpleNamespace(reference=True, model="model.onnx"),
-                          landmarker=SimpleNamespace(metadata=SimpleNamespace(input_size=64)))
+    ref = SimpleNamespace(contender=SimpleNamespace(name="m", reference=True, model=tiny_model),
+                          landmarker=SimpleNamespace(metadata=SimpleNamespace(input_size=64, run_id="r")))
     assert "no MAC counter" in harness.model_flops([ref])["note"]
+
+
+def test_each_export_is_counted_on_its_own_graph(tiny_model, tmp_path):
+    """A smaller station model's % of peak uses its own FLOPs; an INT8 file, its export's FP32
+    graph; the eager pipeline, an export of its run."""
+    import shutil
+
+    from ctd_runtime.bench import harness
+
+    other = tmp_path / "small" / "model.onnx"
+    other.parent.mkdir()
+    shutil.copy(tiny_model, other)
+    counts = {str(tiny_model): 100.0, str(other): 25.0}
+    counter = lambda graph, shapes: SimpleNamespace(to_dict=lambda: {"flops": counts[str(graph)]})  # noqa: E731
+
+    def opened(name, model, run_id):
+        return SimpleNamespace(contender=SimpleNamespace(name=name, model=model),
+                               landmarker=SimpleNamespace(metadata=SimpleNamespace(input_size=64, run_id=run_id)))
+
+    flops = harness.model_flops([opened("eager", None, "big"), opened("big fp32", tiny_model, "big"),
+                                 opened("big int8", tiny_model.with_name("model.int8.onnx"), "big"),
+                                 opened("small fp32", other, "small")], counter)
+    assert set(flops["models"]) == {str(tiny_model), str(other)}
+    assert [harness.contender_flops(flops, n) for n in ("eager", "big fp32", "big int8", "small fp32")] == \
+        [100.0, 100.0, 100.0, 25.0]
 
 
 # ---------------------------------------------------------------------------- contenders
@@ -155,7 +180,9 @@ def test_a_run_with_the_baseline_writes_the_json(tiny_model, annotated, tmp_path
     # the tiny predictor by hand: four stride-2 3x3 convs, two 4x4 deconvs, a 1x1 conv (64 px input)
     hand = (16 * 32 * 32 * 27 + 16 * 16 * 16 * 144 + 32 * 8 * 8 * 144 + 32 * 4 * 4 * 288
             + 32 * 4 * 4 * 16 * 16 + 16 * 8 * 8 * 16 * 16 + 3 * 16 * 16 * 16)
-    assert data["flops"]["macs"] == hand and not data["flops"]["unknown_nodes"] and data["peak"]["gflops"] > 0
+    counted = data["flops"]["models"][str(tiny_model)]
+    assert counted["macs"] == hand and not counted["unknown_nodes"] and data["peak"]["gflops"] > 0
+    assert all(data["flops"]["contenders"][n]["flops"] == counted["flops"] for n in names)
     acc = data["accuracy"]
     assert set(acc) == set(names) and all(a["found"] == 3 for a in acc.values())
     assert acc[names[1]]["max_px_vs_fp32"] == 0.0 and acc[names[0]]["max_px_vs_fp32"] < 2.0
