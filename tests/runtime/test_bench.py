@@ -116,6 +116,13 @@ def test_each_export_is_counted_on_its_own_graph(tiny_model, tmp_path):
     assert [harness.contender_flops(flops, n) for n in ("eager", "big fp32", "big int8", "small fp32")] == \
         [100.0, 100.0, 100.0, 25.0]
 
+    def failing(graph, shapes):
+        raise ValueError("unreadable graph")
+
+    flops = harness.model_flops([opened("big fp32", tiny_model, "big")], failing)
+    assert "unreadable graph" in flops["models"][str(tiny_model)]["note"]
+    assert harness.contender_flops(flops, "big fp32") is None
+
 
 # ---------------------------------------------------------------------------- contenders
 
