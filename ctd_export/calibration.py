@@ -6,8 +6,10 @@ A sample is (image uint8 [1, H, W, 3] BGR, crop affine float32 [1, 2, 3]): one f
 
 `calibrate` runs ONNX Runtime's own calibrator (its graph with every calibrated tensor's
 ReduceMin/ReduceMax, or the tensors themselves for the histogram methods, added as outputs; its
-range computation) on a session from `ctd_runtime.backends.ort_session.open_session` instead of
-the one the calibrator makes for itself: that one has graph optimisation off (no NCHWc layout, no
+range computation), but collects the data on a session from
+`ctd_runtime.backends.ort_session.open_session` that replaces the one the calibrator makes for
+itself (that one is still created, once, by `create_calibrator`, and then unused): it has graph
+optimisation off (no NCHWc layout, no
 Conv + ReLU fusion), every core's intra-op thread and spinning on, so it ran the fused graph about
 half as fast as an ordinary session on this CPU and took the cores from anything else running
 (a training, the export's own PyTorch). The ranges are the same method's, to float rounding.
