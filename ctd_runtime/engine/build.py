@@ -194,7 +194,7 @@ def refuse_onnx_runtime_only_int8(meta_map: dict[str, str], onnx_path: Path) -> 
         details = json.loads(meta_map.get("ctd.int8", "{}"))
     except json.JSONDecodeError:
         raise CtdError("the model's ctd.int8 metadata is not valid JSON", path=onnx_path) from None
-    config = details if isinstance(details, dict) else {}  # ctd_export.int8 writes its config flat
+    config = details if isinstance(details, dict) else {}  # the INT8 export writes its config flat
     if config.get("tensorrt_compatible") is False:
         raise CtdError(
             f"this INT8 model has {config.get('activation_type', 'uint8')} activations for ONNX Runtime only "
