@@ -1,7 +1,7 @@
 """Training variants for the benchmark scripts: `NAME:key=value,...` specs turned into TrainConfigs,
 and a resumable "train unless finished" step, shared by lambda_sweep.py and cascade.py.
 
-Keys: method lambda mu reduction ed (the method); lr hls epochs schema crop crop_scale input
+Keys: method lambda mu reduction ed (the method); lr hls ema epochs schema crop crop_scale input
 (the run); scale rotation shift (augmentation)."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "imm-face"
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "teachers" / "hse-mobilenet-vggface2" / "faceres-deep.json"
 
 _METHOD_KEYS = {"method": "name", "lambda": "lambda_", "mu": "mu", "reduction": "loss_reduction", "ed": "ed_features"}
-_CONFIG_KEYS = {"lr": "lr", "hls": "head_lr_scale", "epochs": "epochs", "schema": "schema", "crop": "crop",
+_CONFIG_KEYS = {"lr": "lr", "hls": "head_lr_scale", "ema": "ema_decay", "epochs": "epochs", "schema": "schema", "crop": "crop",
                 "crop_scale": "crop_scale", "input": "input_size"}
-_CONFIG_TYPES = {"lr": float, "hls": float, "epochs": int, "schema": str, "crop": str, "crop_scale": float, "input": int}
+_CONFIG_TYPES = {"lr": float, "hls": float, "ema": float, "epochs": int, "schema": str, "crop": str, "crop_scale": float, "input": int}
 _AUGMENT_KEYS = {"scale": "scale", "rotation": "rotation_deg", "shift": "shift"}
 
 

@@ -52,6 +52,8 @@ def train_cmd(
     lr: Optional[float] = typer.Option(None, "--lr", help="Initial learning rate of the encoder (polynomial decay to 0)."),
     head_lr_scale: Optional[float] = typer.Option(None, "--head-lr-scale", help="The new head's lr is lr x this."),
     lr_power: float = typer.Option(0.9, "--lr-power"),
+    ema_decay: Optional[float] = typer.Option(
+        None, "--ema-decay", help="Validate, keep and export a moving average of the weights with this decay (e.g. 0.998; 0: off)."),
     seed: int = typer.Option(0, "--seed"),
     lambda_: Optional[float] = typer.Option(None, "--lambda", help="Weight of each distillation term (eq 2); kd: of L_ED."),
     lambda_kd: Optional[float] = typer.Option(None, "--lambda-kd", help="kd: weight of L_R against the teacher run's heatmaps."),
@@ -104,7 +106,7 @@ def train_cmd(
         train_subjects=train_subjects, train_images=train_images, val_subjects=val_subjects,
         test_subjects=test_subjects, augment=augment, input_size=input_size, threads=threads, device=device,
         run_id=run_id,
-        **given(epochs=epochs, lr=lr, head_lr_scale=head_lr_scale, crop=crop, crop_scale=crop_scale, margin=margin,
+        **given(epochs=epochs, lr=lr, head_lr_scale=head_lr_scale, ema_decay=ema_decay, crop=crop, crop_scale=crop_scale, margin=margin,
                 workers=workers, channels_last=channels_last, bf16=bf16, decode=decode),
     )
     run_dir = train(config, progress=not no_progress)

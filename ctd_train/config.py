@@ -53,6 +53,7 @@ class TrainConfig:
     lr: float = 1e-4            # measured: 1e-3 (the paper's, for a BN ResNet) wipes out the HSE MobileNet's features
     lr_power: float = 0.9
     head_lr_scale: float = 1.0  # the new head's learning rate is lr x this (the encoder keeps lr)
+    ema_decay: float = 0.0      # > 0: validate, keep and export a moving average of the weights (ctd_train.ema)
     seed: int = 0
     train_subjects: int | None = None
     train_images: int | None = None
@@ -100,6 +101,8 @@ class TrainConfig:
             raise CtdError(f"config: lr_power must be a number >= 0, not {self.lr_power}")
         if not (self.margin >= 0 and math.isfinite(self.margin)):
             raise CtdError(f"config: margin must be a number >= 0, not {self.margin}")
+        if not (0.0 <= self.ema_decay < 1.0):
+            raise CtdError(f"config: ema_decay must be in [0, 1) (0: no weight average), not {self.ema_decay}")
         if self.workers < 0:
             raise CtdError(f"config: workers must be >= 0, not {self.workers}")
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):

@@ -40,6 +40,7 @@ from ctd_runtime.normalization import Normalization
 from ctd_runtime.schema import LandmarkSchema, get_schema
 from ctd_train.checkpoint import BEST, LAST, LoadedRun, read_checkpoint, save_checkpoint
 from ctd_train.config import CONFIG_FILE, TrainConfig, split_indices
+from ctd_train.ema import WeightAverage
 from ctd_train.evaluate import DEFAULT_THRESHOLD, evaluate_loaded, predict_crops
 
 METRICS_FILE = "metrics.jsonl"
@@ -211,10 +212,16 @@ def prepare(config: TrainConfig) -> Setup:
 # ------------------------------------------------------------------------------- the loop
 
 
-def _validate(setup: Setup) -> dict[str, float]:
+def kept_predictor(setup: Setup, average: WeightAverage | None) -> torch.nn.Module:
+    """The weights that are validated, checkpointed and exported: the moving average when the run
+    keeps one (TrainConfig.ema_decay), else the trained predictor itself."""
+    return setup.method.predictor if average is None else average.module
+
+
+def _validate(setup: Setup, predictor: torch.nn.Module) -> dict[str, float]:
     c = setup.config
     # always float32: validation numbers must not depend on the training speed settings
-    p = predict_crops(setup.method.predictor, setup.val_set, setup.codec, c.decode,
+    p = predict_crops(predictor, setup.val_set, setup.codec, c.decode,
                       batch_size=max(c.batch_size, 8), channels_last=c.channels_last)
     setup.method.train()
     gt = setup.schema.select(setup.images.points[p.indices])
@@ -239,10 +246,11 @@ def _loader(setup: Setup, epoch: int) -> torch.utils.data.DataLoader:
     )
 
 
-def _save(setup: Setup, path: Path, epoch: int, metrics: dict[str, Any], training: dict[str, Any] | None) -> None:
+def _save(setup: Setup, path: Path, epoch: int, metrics: dict[str, Any], training: dict[str, Any] | None,
+          predictor: torch.nn.Module) -> None:
     c = setup.config
     save_checkpoint(
-        path, predictor=setup.method.predictor, config=c.to_dict(), schema=setup.schema,
+        path, predictor=predictor, config=c.to_dict(), schema=setup.schema,
         teacher_name=c.teacher, input_spec=setup.input_spec, normalization=setup.normalization,
         codec=setup.codec, run_id=c.run_id or "", epoch=epoch, decode=c.decode, metrics=metrics,
         training=training,
@@ -289,8 +297,8 @@ def build_optimizer(setup: Setup) -> torch.optim.Optimizer:
 
 
 def _resume_state(setup: Setup, optimizer: torch.optim.Optimizer, iters_per_epoch: int,
-                  console: Console) -> LoopState:
-    """The state of checkpoint_last.pt (weights and optimizer loaded) or a fresh one."""
+                  console: Console, average: WeightAverage | None = None) -> LoopState:
+    """The state of checkpoint_last.pt (weights, weight average and optimizer loaded) or a fresh one."""
     c, last_path = setup.config, setup.out / LAST
     if not (setup.resume and last_path.exists()):
         return LoopState()
@@ -299,7 +307,10 @@ def _resume_state(setup: Setup, optimizer: torch.optim.Optimizer, iters_per_epoc
         raise CtdError(f"checkpoint belongs to run {ckpt['run_id']!r}, the config to {c.run_id!r}", path=last_path)
     training = ckpt.get("training") or {}
     try:
-        setup.method.predictor.load_state_dict(ckpt["predictor"])
+        if average is None:
+            setup.method.predictor.load_state_dict(ckpt["predictor"])
+        else:   # checkpoints hold the average; the raw weights ride in the training state
+            average.restore(setup.method.predictor, ckpt["predictor"], training)
         optimizer.load_state_dict(training["optimizer"])
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         raise CtdError(f"cannot resume from this checkpoint ({type(e).__name__}: {e})", path=last_path) from None
@@ -336,7 +347,8 @@ def _fmt_epoch_terms(sums: dict[str, float], n: int, weights: float | dict[str, 
 
 
 def _train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopState, epoch: int,
-                 device: torch.device, console: Console, progress: bool) -> tuple[dict[str, float], int, float]:
+                 device: torch.device, console: Console, progress: bool,
+                 average: WeightAverage | None = None) -> tuple[dict[str, float], int, float]:
     """One pass over the training set; returns (summed loss terms, images seen, seconds)."""
     c, method = setup.config, setup.method
     iters_per_epoch = -(-len(setup.train_set) // c.batch_size)
@@ -362,6 +374,8 @@ def _train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopStat
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update(method.predictor)
             state.iteration += 1
             n = int(x.shape[0])
             seen += n
@@ -372,11 +386,13 @@ def _train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopStat
 
 
 def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopState, epoch: int,
-                  sums: dict[str, float], seen: int, train_time: float, console: Console) -> dict[str, Any]:
+                  sums: dict[str, float], seen: int, train_time: float, console: Console,
+                  average: WeightAverage | None = None) -> dict[str, Any]:
     """Validate, append the epoch's record, write best/last checkpoints and metrics.jsonl."""
     c, out = setup.config, setup.out
+    kept = kept_predictor(setup, average)
     t1 = time.perf_counter()
-    val = _validate(setup)
+    val = _validate(setup, kept)
     terms = {k: v / max(seen, 1) for k, v in sums.items()}
     total_iters = c.epochs * -(-len(setup.train_set) // c.batch_size)
     record: dict[str, Any] = {
@@ -395,10 +411,12 @@ def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopSta
     improved = val[BEST_KEY] < state.best[BEST_KEY]
     if improved:
         state.best = {"epoch": epoch, **val}
-        _save(setup, out / BEST, epoch, record, training=None)
+        _save(setup, out / BEST, epoch, record, training=None, predictor=kept)
     training_state = {"optimizer": optimizer.state_dict(), "iteration": state.iteration,
                       "best": state.best, "history": state.history}
-    _save(setup, out / LAST, epoch, record, training=training_state)
+    if average is not None:
+        training_state.update(average.training_state(setup.method.predictor))
+    _save(setup, out / LAST, epoch, record, training=training_state, predictor=kept)
     _write_metrics(out, state.history)
     console.print(
         f"epoch {epoch}/{c.epochs}  {_fmt_epoch_terms(sums, seen, c.method.distillation_weights())}  val ME "
@@ -460,14 +478,15 @@ def train(
     if c.channels_last:
         method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(setup)
+    average = WeightAverage(method.predictor, c.ema_decay) if c.ema_decay > 0 else None
     iters_per_epoch = -(-len(setup.train_set) // c.batch_size)
     created = _write_run_files(setup)
     try:
-        state = _resume_state(setup, optimizer, iters_per_epoch, console)
+        state = _resume_state(setup, optimizer, iters_per_epoch, console, average)
         method.train()
         for epoch in range(state.start_epoch + 1, c.epochs + 1):
-            sums, seen, train_time = _train_epoch(setup, optimizer, state, epoch, device, console, progress)
-            record = _finish_epoch(setup, optimizer, state, epoch, sums, seen, train_time, console)
+            sums, seen, train_time = _train_epoch(setup, optimizer, state, epoch, device, console, progress, average)
+            record = _finish_epoch(setup, optimizer, state, epoch, sums, seen, train_time, console, average)
             created = []  # a checkpoint exists: the run can be resumed, its files stay
             if on_epoch_end is not None:
                 on_epoch_end(epoch, record)

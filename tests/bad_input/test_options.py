@@ -20,6 +20,7 @@ TRAIN_OPTIONS = [
     ("--margin", "nan", "margin must be a number >= 0, not nan"),
     ("--margin", "-0.1", "margin must be a number >= 0"),
     ("--head-lr-scale", "nan", "head_lr_scale must be a positive number"),
+    ("--ema-decay", "1", "ema_decay must be in [0, 1)"),
     ("--crop-scale", "inf", "crop_scale must be a positive number"),
     ("--lr-power", "nan", "lr_power must be a number >= 0"),
     ("--lambda", "nan", "lambda must be >= 0, not nan"),

@@ -88,12 +88,13 @@ def test_train_options_reach_the_saved_config(data, tmp_path):
     run = tmp_path / "run"
     res = CliRunner().invoke(build_app(), _train_args(
         data, run, "--loss-reduction", "simplebaseline", "--ed-features", "pooled", "--head-lr-scale", "2",
-        "--crop", "schema", "--margin", "0.6", "--scale", "0.1", "--scale-max", "2.5", "--rotation", "5",
+        "--ema-decay", "0.99", "--crop", "schema", "--margin", "0.6", "--scale", "0.1", "--scale-max", "2.5", "--rotation", "5",
         "--shift", "0.02", "--decode", "dark"))
     assert res.exit_code == 0, res.output + repr(res.exception)
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["method"]["loss_reduction"] == "simplebaseline" and cfg["method"]["ed_features"] == "pooled"
     assert cfg["head_lr_scale"] == 2.0 and cfg["crop"] == "schema" and cfg["margin"] == 0.6
+    assert cfg["ema_decay"] == 0.99
     assert cfg["augment"]["scale"] == 0.1 and cfg["augment"]["scale_max"] == 2.5
     assert cfg["augment"]["rotation_deg"] == 5.0 and cfg["augment"]["shift"] == 0.02 and cfg["decode"] == "dark"
     from ctd_train.config import TrainConfig
