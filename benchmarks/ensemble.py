@@ -1,0 +1,129 @@
+"""Does averaging the landmarks of several trained models lower the PFL error? Every subset of the
+member runs (trained on the same split) is scored on validation, which decides, and on test,
+reported beside it (docs/accuracy.md).
+
+    python benchmarks/ensemble.py --root runs/recipe-study --members face ft100 hg100 --seeds 0 \
+        --out benchmarks/results/ensemble
+
+Member NAME of seed S is the run folder ROOT/NAME-sS (benchmarks/cascade.py's layout); the members
+of one seed must share its split. Each member is evaluated once per split (the run's own decode,
+the ground-truth face box), and a subset's prediction is the per-image mean of its members'
+landmarks in source pixels. Scores: mean |PFL error|, signed, eye-corner px, ME and the test-retest
+of image types 1 and 5 (benchmarks/cascade.py's stage_result). Prints a table, writes JSON + Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cascade import image_types, stage_result
+
+SPLITS = ("val", "test")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", type=Path, required=True, help="folder of the member runs (NAME-sSEED)")
+    p.add_argument("--members", nargs="+", required=True)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--max-size", type=int, default=3, help="largest subset scored")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "ensemble")
+    return p.parse_args(argv)
+
+
+def member_predictions(run: Path) -> dict[str, Any]:
+    """Per split: predictions, truth, image names, subjects, types and the PFL pair of one run."""
+    from ctd_train.evaluate import evaluate_run
+
+    out: dict[str, Any] = {}
+    for split in SPLITS:
+        r = evaluate_run(run, split=split, write=False)
+        out[split] = {"pred": r.pred, "gt": r.gt, "images": list(r.image_names), "subjects": list(r.subjects),
+                      "types": image_types(Path(r.data), list(r.image_names)), "pair": tuple(r.pfl_pair)}
+    return out
+
+
+def score_subsets(members: dict[str, dict[str, Any]], max_size: int) -> dict[str, dict[str, Any]]:
+    """{"a+b": {"val": stage_result, "test": stage_result}} for every subset up to max_size."""
+    names = list(members)
+    first = members[names[0]]
+    for name in names[1:]:
+        for split in SPLITS:
+            if members[name][split]["images"] != first[split]["images"]:
+                raise SystemExit(f"member {name} was evaluated on other {split} images than {names[0]}: "
+                                 "members of one seed must share its split")
+    out: dict[str, dict[str, Any]] = {}
+    for k in range(1, min(max_size, len(names)) + 1):
+        for subset in itertools.combinations(names, k):
+            row = {}
+            for split in SPLITS:
+                ref = first[split]
+                pred = np.mean([members[n][split]["pred"] for n in subset], axis=0)
+                row[split], _ = stage_result(pred, ref["gt"], ref["subjects"], ref["types"], ref["pair"])
+                row[split]["me"] = float(np.mean(_me_per_image(pred, ref["gt"], ref["pair"])))
+                row[split].pop("per_image_pfl_abs")
+            out["+".join(subset)] = row
+    return out
+
+
+def _me_per_image(pred: np.ndarray, gt: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
+    from ctd_runtime.metrics import evaluate_landmarks
+
+    return np.asarray(evaluate_landmarks(pred, gt, "pfl", 0.1, pair).per_image)
+
+
+def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, dict[str, Any]]]) -> str:
+    subsets = list(next(iter(seeds.values())))
+
+    def cell(subset: str, split: str, key: str, scale: float = 100.0, fmt: str = ".2f") -> str:
+        vals = [s[subset][split][key] for s in seeds.values() if s[subset][split][key] is not None]
+        return f"{scale * np.mean(vals):{fmt}}" if vals else "—"
+
+    order = sorted(subsets, key=lambda s: np.mean([v[s]["val"]["pfl_abs"] for v in seeds.values()]))
+    lines = [f"# ensemble: landmark averages of {', '.join(meta['members'])}", "",
+             f"- machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores; runs {meta['root']}/NAME-sSEED; "
+             f"seeds {meta['seeds']}; means over seeds; PFL errors in % of the true PFL",
+             "- sorted by validation mean |PFL error| (the choice); test beside it", "",
+             "| members | val abs PFL error | val ME | val retest | test abs PFL error | test signed | test ME | "
+             "test corner px | test retest |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in order:
+        lines.append(f"| {s} | {cell(s, 'val', 'pfl_abs')}% | {cell(s, 'val', 'me', 1.0, '.4f')} | "
+                     f"{cell(s, 'val', 'retest')}% | {cell(s, 'test', 'pfl_abs')}% | {cell(s, 'test', 'pfl_signed')}% | "
+                     f"{cell(s, 'test', 'me', 1.0, '.4f')} | {cell(s, 'test', 'corner_px', 1.0)} | "
+                     f"{cell(s, 'test', 'retest')}% |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from ctd_runtime.atomic import write_json_atomic, write_text_atomic
+    from ctd_runtime.machine import describe_machine
+
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seeds: dict[int, dict[str, dict[str, Any]]] = {}
+    for seed in args.seeds:
+        runs = {m: args.root / f"{m}-s{seed}" for m in args.members}
+        missing = [str(p) for p in runs.values() if not (p / "checkpoint_best.pt").is_file()]
+        if missing:
+            raise SystemExit(f"no finished run at {', '.join(missing)}")
+        seeds[seed] = score_subsets({m: member_predictions(p) for m, p in runs.items()}, args.max_size)
+    meta = {"machine": describe_machine(), "root": str(args.root), "members": args.members, "seeds": args.seeds}
+    table = markdown(meta, seeds)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out.with_suffix(".json"), {**meta, "seeds": {str(k): v for k, v in seeds.items()}})
+    write_text_atomic(args.out.with_suffix(".md"), table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""benchmarks/ensemble.py on two tiny runs of one split: every subset is scored, a pair's score is
+that of the mean of its members' landmarks, and members trained on another split are refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import ensemble  # noqa: E402
+
+
+@pytest.fixture()
+def runs(tmp_path, monkeypatch):
+    from ctd_train.trainer import train
+    from tests.train._tiny_training import tiny_config, tiny_data, tiny_teachers
+
+    tiny_teachers(monkeypatch)
+    data = tiny_data(tmp_path / "data")
+    root = tmp_path / "runs"
+    for name, method, epochs in (("ft", "ft", 1), ("ft2", "ft", 2)):
+        train(tiny_config(data, root / f"{name}-s0", method=method, epochs=epochs), progress=False, evaluate_test=False)
+    train(tiny_config(data, root / "other-s0", method="ft", epochs=1, seed=1), progress=False, evaluate_test=False)
+    return root
+
+
+def test_every_subset_is_scored_from_the_mean_of_its_members(runs, tmp_path, capsys):
+    out = tmp_path / "res" / "ens"
+    assert ensemble.main(["--root", str(runs), "--members", "ft", "ft2", "--seeds", "0", "--threads", "1",
+                          "--out", str(out)]) == 0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    rows = doc["seeds"]["0"]
+    assert set(rows) == {"ft", "ft2", "ft+ft2"}
+    a, b = (ensemble.member_predictions(runs / f"{n}-s0") for n in ("ft", "ft2"))
+    ref = a["test"]
+    pair_pred = (a["test"]["pred"] + b["test"]["pred"]) / 2
+    expected, _ = ensemble.stage_result(pair_pred, ref["gt"], ref["subjects"], ref["types"], ref["pair"])
+    assert rows["ft+ft2"]["test"]["pfl_abs"] == pytest.approx(expected["pfl_abs"])
+    assert rows["ft"]["val"]["pfl_abs"] != rows["ft2"]["val"]["pfl_abs"]
+    err = np.linalg.norm(pair_pred - ref["gt"], axis=-1).mean(1)
+    pfl = np.linalg.norm(ref["gt"][:, ref["pair"][0]] - ref["gt"][:, ref["pair"][1]], axis=-1)
+    assert rows["ft+ft2"]["test"]["me"] == pytest.approx(float(np.mean(err / pfl)))
+    table = out.with_suffix(".md").read_text()
+    assert "| ft+ft2 |" in table and table in capsys.readouterr().out
+
+
+def test_members_of_another_split_are_refused(runs, tmp_path):
+    with pytest.raises(SystemExit, match="share its split"):
+        ensemble.main(["--root", str(runs), "--members", "ft", "other", "--seeds", "0", "--threads", "1",
+                       "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="no finished run"):
+        ensemble.main(["--root", str(runs), "--members", "ft", "absent", "--seeds", "0", "--out", str(tmp_path / "y")])
