@@ -11,6 +11,11 @@ mean). The annotation's per-capture noise comes from the pairs of captures of on
 their relative difference has RMS sqrt(2) x the noise of one. The model's own difference over the
 same pairs is printed beside it. Then "what the metric would be with perfect landmarks": the
 annotation noise alone, as RMS and as the mean |error| of a normal with that RMS.
+
+Last, how much of the individual variation of eye size the model sees: the relative PFL (PFL over
+the face's scale, the RMS distance of the landmarks from their centroid, each from its own points)
+predicted against the annotated one, their correlation and slope. A slope well below 1 is a model
+that leans on the average face: it gets the face's size right and shrinks each eye towards the mean.
 """
 
 from __future__ import annotations
@@ -74,6 +79,23 @@ def pair_noise(pred_pfl: np.ndarray, true_pfl: np.ndarray, subjects: list[str], 
             "annotation_noise_rms": noise, "floor_mean_abs_if_normal": noise * math.sqrt(2 / math.pi)}
 
 
+def face_scale(points: np.ndarray) -> np.ndarray:
+    """RMS distance of each image's landmarks from their centroid, [N]."""
+    p = np.asarray(points, dtype=np.float64)
+    return np.sqrt(np.mean(np.sum((p - p.mean(axis=1, keepdims=True)) ** 2, axis=-1), axis=1))
+
+
+def relative_pfl_fit(pred: np.ndarray, gt: np.ndarray, pair: tuple[int, int]) -> dict[str, float]:
+    """Correlation and least-squares slope of predicted on annotated PFL / face scale, and the sd of each."""
+    from ctd_runtime.metrics import pfl
+
+    rp, rt = pfl(pred, pair) / face_scale(pred), pfl(gt, pair) / face_scale(gt)
+    slope = float(np.polyfit(rt, rp, 1)[0]) if len(rt) > 1 else float("nan")
+    corr = float(np.corrcoef(rt, rp)[0, 1]) if len(rt) > 1 else float("nan")
+    return {"correlation": corr, "slope": slope, "sd_true": float(np.std(rt / rt.mean())),
+            "sd_pred": float(np.std(rp / rp.mean()))}
+
+
 def run_structure(run: Path, split: str, pair: tuple[str, str]) -> dict[str, Any]:
     from ctd_runtime.metrics import pfl
     from ctd_train.evaluate import evaluate_run
@@ -84,20 +106,23 @@ def run_structure(run: Path, split: str, pair: tuple[str, str]) -> dict[str, Any
     signed = (pred_pfl - true_pfl) / true_pfl
     by_type = {t: float(np.mean(np.abs(signed[np.asarray(types) == t]))) for t in sorted(set(types))}
     return {"run": str(run), "errors": decompose(signed, list(r.subjects)),
-            "pairs": pair_noise(pred_pfl, true_pfl, list(r.subjects), types, *pair), "mean_abs_by_type": by_type}
+            "pairs": pair_noise(pred_pfl, true_pfl, list(r.subjects), types, *pair), "mean_abs_by_type": by_type,
+            "relative_pfl": relative_pfl_fit(r.pred, r.gt, r.pfl_pair)}
 
 
 def markdown(rows: list[dict[str, Any]], pair: tuple[str, str]) -> str:
     pct = lambda x: "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"  # noqa: E731
     lines = ["| run | mean abs PFL error | RMS total | between subjects | within subjects | "
-             f"annotation noise per capture (types {pair[0]}/{pair[1]}) | annotation diff | model diff | floor (mean abs) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"annotation noise per capture (types {pair[0]}/{pair[1]}) | annotation diff | model diff | floor (mean abs) | "
+             "relative PFL: correlation / slope |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         e, p = r["errors"], r["pairs"]
         lines.append(f"| {Path(r['run']).name} | {pct(e['mean_abs'])} | {pct(e['total_rms'])} | {pct(e['between_subject_rms'])} | "
                      f"{pct(e['within_subject_rms'])} | {pct(p.get('annotation_noise_rms'))} | "
                      f"{pct(p.get('annotation_diff_rms'))} | {pct(p.get('model_diff_rms'))} | "
-                     f"{pct(p.get('floor_mean_abs_if_normal'))} |")
+                     f"{pct(p.get('floor_mean_abs_if_normal'))} | "
+                     f"{r['relative_pfl']['correlation']:.2f} / {r['relative_pfl']['slope']:.2f} |")
     return "\n".join(lines) + "\n\nRoot mean squares of the signed relative PFL error; diffs are RMS over the pairs.\n"
 
 

@@ -54,3 +54,18 @@ def test_a_run_without_image_types_gets_its_decomposition_and_no_pairs(tmp_path,
     row = json.loads(out.with_suffix(".json").read_text())["runs"][0]
     assert row["pairs"] == {"n_pairs": 0} and row["errors"]["n_images"] == 2
     assert "| run |" in capsys.readouterr().out
+
+
+def test_relative_pfl_fit_sees_a_model_that_shrinks_every_eye_to_the_mean():
+    rng = np.random.default_rng(0)
+    gt = rng.normal(size=(40, 14, 2)) * 30 + 100
+    pair = (0, 1)
+    centre = (gt[:, 0] + gt[:, 1]) / 2
+    half = (gt[:, 1] - gt[:, 0]) / 2
+    shrunk = gt.copy()                       # the same face, every eye half-way to the mean relative size
+    rel = np.linalg.norm(2 * half, axis=-1) / error_structure.face_scale(gt)
+    factor = (0.5 + 0.5 * rel.mean() / rel)[:, None]
+    shrunk[:, 0], shrunk[:, 1] = centre - half * factor, centre + half * factor
+    assert error_structure.relative_pfl_fit(gt, gt, pair)["slope"] == pytest.approx(1.0)
+    fit = error_structure.relative_pfl_fit(shrunk, gt, pair)
+    assert 0.3 < fit["slope"] < 0.7 and fit["correlation"] > 0.9 and fit["sd_pred"] < fit["sd_true"]
