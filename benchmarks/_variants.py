@@ -1,7 +1,7 @@
 """Training variants for the benchmark scripts: `NAME:key=value,...` specs turned into TrainConfigs,
 and a resumable "train unless finished" step, shared by lambda_sweep.py and cascade.py.
 
-Keys: method lambda mu reduction ed (the method); lr hls ema epochs schema crop crop_scale input
+Keys: method lambda mu reduction ed head (the method); lr hls ema epochs schema crop crop_scale input
 (the run); scale rotation shift (augmentation)."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imm-face"
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "teachers" / "hse-mobilenet-vggface2" / "faceres-deep.json"
 
-_METHOD_KEYS = {"method": "name", "lambda": "lambda_", "mu": "mu", "reduction": "loss_reduction", "ed": "ed_features"}
+_METHOD_KEYS = {"method": "name", "lambda": "lambda_", "mu": "mu", "reduction": "loss_reduction", "ed": "ed_features",
+                "head": "head"}
 _CONFIG_KEYS = {"lr": "lr", "hls": "head_lr_scale", "ema": "ema_decay", "epochs": "epochs", "schema": "schema", "crop": "crop",
                 "crop_scale": "crop_scale", "input": "input_size"}
 _CONFIG_TYPES = {"lr": float, "hls": float, "ema": float, "epochs": int, "schema": str, "crop": str, "crop_scale": float, "input": int}
@@ -43,7 +44,7 @@ def variant_config(args: argparse.Namespace, name: str, values: dict[str, str], 
     from ctd_train.data.augment import AugmentConfig
     from ctd_train.methods import MethodConfig
 
-    method_kw = {field: (values[k] if field in ("name", "loss_reduction", "ed_features") else float(values[k]))
+    method_kw = {field: (values[k] if field in ("name", "loss_reduction", "ed_features", "head") else float(values[k]))
                  for k, field in _METHOD_KEYS.items() if k in values}
     method = MethodConfig(**{"name": "ft", **method_kw})
     augment = AugmentConfig(**{f: float(values[k]) for k, f in _AUGMENT_KEYS.items() if k in values})

@@ -29,7 +29,7 @@ from ctd_train.losses import (
     heatmap_loss,
 )
 from ctd_train.models.hourglass import HOURGLASS_NORMALIZATION, StackedHourglass
-from ctd_train.models.student import LandmarkStudent, build_student
+from ctd_train.models.student import HEADS, LandmarkStudent, build_student
 
 if TYPE_CHECKING:
     from ctd_train.kd import RunTeacher
@@ -47,7 +47,8 @@ class MethodConfig:
     lambda_kd (kd only: on L_R against the teacher run's heatmaps), mu (eq 3's temperature),
     the scale of L_R that lambda is relative to (`loss_reduction`, see
     ctd_train.losses), what L_ED compares (`ed_features`: whole feature maps or pooled
-    embeddings), the student head's channels and the hourglass's stack count."""
+    embeddings), the student head's kind (`head`: SimpleBaseline's or with skips, ctd_train.models.student)
+    and channels, and the hourglass's stack count."""
 
     name: str
     lambda_: float = 0.002
@@ -56,6 +57,7 @@ class MethodConfig:
     loss_reduction: str = "sum"
     ed_features: str = "map"
     head_channels: int = 256
+    head: str = "simple"        # simple (SimpleBaseline) | skip (the encoder's finer maps added back)
     hg_stacks: int = 2
 
     def __post_init__(self) -> None:
@@ -97,6 +99,8 @@ class MethodConfig:
                            f"{', '.join(ED_FEATURES)}")
         if self.head_channels < 1:
             raise CtdError(f"method {self.name}: head_channels must be >= 1, not {self.head_channels}")
+        if self.head not in HEADS:
+            raise CtdError(f"method {self.name}: unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         if self.hg_stacks < 1:
             raise CtdError(f"method {self.name}: hg_stacks must be >= 1, not {self.hg_stacks}")
 
@@ -299,7 +303,8 @@ def build_method(config: MethodConfig, num_landmarks: int, teacher: "Teacher | N
             f"{_teachers_with_classifier_hint()}; or use ctd-ed (encoder distillation)"
         )
 
-    student: LandmarkStudent = build_student(teacher, num_landmarks, head_channels=config.head_channels)
+    student: LandmarkStudent = build_student(teacher, num_landmarks, head_channels=config.head_channels,
+                                               head=config.head)
     if name not in CLASSIFIER_DISTILLATION:
         student.classifier = None                    # only classifier distillation trains g_t
     if name in ("fe", "ftp"):

@@ -115,6 +115,13 @@ class HseEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.conv1(x))
 
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """conv1's output and each block's, in order (the skip head's taps; the last is forward's)."""
+        outs = [self.conv1(x)]
+        for block in self.blocks:
+            outs.append(block(outs[-1]))
+        return outs
+
 
 class GlobalMean(nn.Module):
     """global_pooling/Mean: mean over H, W -> [N, 1024], the identity feature."""
