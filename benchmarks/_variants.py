@@ -1,7 +1,8 @@
 """Training variants for the benchmark scripts: `NAME:key=value,...` specs turned into TrainConfigs,
 and a resumable "train unless finished" step, shared by lambda_sweep.py and cascade.py.
 
-Keys: method lambda mu reduction ed head (the method); lr hls ema epochs schema crop crop_scale input
+Keys: method lambda mu reduction ed head (the method; head defaults to simple, SimpleBaseline's,
+as in every table measured before the skip head: give head=skip for the recipe's); lr hls ema epochs schema crop crop_scale input
 (the run); scale rotation shift (augmentation)."""
 
 from __future__ import annotations

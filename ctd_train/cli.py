@@ -62,8 +62,8 @@ def train_cmd(
         None, "--loss-reduction", help="Scale of L_R that lambda weighs against: sum (eq 1), mean, simplebaseline (0.5 x mean)."),
     ed_features: Optional[str] = typer.Option(None, "--ed-features", help="L_ED on whole feature maps (map) or pooled embeddings."),
     head_channels: int = typer.Option(256, "--head-channels", help="Channels of the head's deconvolutions (a smaller station model: 64)."),
-    head: str = typer.Option("simple", "--head", help="simple (SimpleBaseline's deconvolutions) or skip (the encoder's "
-                             "stride-16/8/4 maps added back after each deconvolution)."),
+    head: str = typer.Option("skip", "--head", help="skip (the recipe: the encoder's stride-16/8/4 maps added back "
+                             "after each deconvolution) or simple (SimpleBaseline's deconvolutions only)."),
     hg_stacks: int = typer.Option(2, "--hg-stacks"),
     input_size: int = typer.Option(256, "--input-size", help="Crop side in pixels (heatmaps are a quarter)."),
     crop: Optional[str] = typer.Option(None, "--crop", help="face (all annotated points), schema (the schema's points) or pfl (fissure crop, refinement stage)."),

@@ -47,7 +47,9 @@ class TrainConfig:
     teacher: str = "hse-mobilenet-vggface2"
     teacher_weights: str | None = None
     teacher_run: str | None = None  # method kd: the trained landmark run that teaches (ctd_train.kd)
-    method: MethodConfig = field(default_factory=lambda: MethodConfig(name="ft"))  # chosen on validation (docs/accuracy.md)
+    # the recipe, chosen on validation (docs/accuracy.md): fine-tuning with the skip head (a saved
+    # method config without `head` is SimpleBaseline's, as every run before the skip head was)
+    method: MethodConfig = field(default_factory=lambda: MethodConfig(name="ft", head="skip"))
     epochs: int = 30            # the recipe: 30 epochs with every training subject (README, benchmarks/cascade.py)
     batch_size: int = 2
     lr: float = 1e-4            # measured: 1e-3 (the paper's, for a BN ResNet) wipes out the HSE MobileNet's features

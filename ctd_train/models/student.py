@@ -126,19 +126,20 @@ def encoder_stage_outputs(encoder: nn.Module, x: torch.Tensor) -> list[torch.Ten
 
 
 def skip_taps(encoder: nn.Module, num_deconv: int = 3, probe: int = 256) -> tuple[list[int | None], list[int | None]]:
-    """For each deconvolution's output stride (the encoder's / 2, / 4, / 8): the index of the last
-    encoder stage at that stride and its channels (None, None where there is none). One probe
-    forward pass in eval mode, no gradient."""
+    """For each deconvolution's output (2, 4, 8 x the encoder map's side): the index of the last
+    encoder stage whose map is within 1.5x of that side (exact for the padded MobileNet; the nearest
+    level for valid-convolution encoders such as dlib's, whose lateral is then resized) and its
+    channels; (None, None) where there is none. One probe pass in eval mode, no gradient."""
     was_training = encoder.training
     encoder.eval()
     with torch.no_grad():
         outs = encoder_stage_outputs(encoder, torch.zeros(1, 3, probe, probe))
     encoder.train(was_training)
-    strides = [round(probe / o.shape[-1]) for o in outs]
+    sides = [int(o.shape[-1]) for o in outs]
     taps, channels = [], []
     for k in range(1, num_deconv + 1):
-        want = strides[-1] // 2**k
-        at = [i for i, s in enumerate(strides[:-1]) if s == want]
+        want = sides[-1] * 2**k
+        at = [i for i, side in enumerate(sides[:-1]) if want / 1.5 <= side <= want * 1.5]
         taps.append(at[-1] if at else None)
         channels.append(int(outs[at[-1]].shape[1]) if at else None)
     return taps, channels

@@ -127,6 +127,10 @@ class DlibResNetEncoder(nn.Module):
             out[name] = t
         return out
 
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """forward_levels' maps as a list (the skip head's taps; the last is forward's)."""
+        return list(self.forward_levels(x).values())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for name, *_ in _LEVELS:

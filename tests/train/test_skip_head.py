@@ -39,6 +39,25 @@ def test_the_hse_encoder_gives_its_stride_16_8_4_blocks():
     assert taps == [11, 5, 3] and channels == [512, 256, 128]
 
 
+@pytest.mark.parametrize("name, taps", [("dlib-resnet29", [4, 3, 2]), ("resnet50-vggface2", [6, 5, 4])])
+def test_the_other_teachers_get_their_nearest_levels(name, taps):
+    from ctd_train.models.student import build_student
+    from ctd_train.teachers._registry import teacher_skeleton
+
+    student = build_student(teacher_skeleton(name), 14, head_channels=8, head="skip").eval()
+    assert student.taps == taps
+    with torch.no_grad():
+        assert student(torch.zeros(1, 3, 256, 256)).shape == (1, 14, 64, 64)
+
+
+def test_the_recipe_defaults_to_skip_and_old_configs_stay_simple(tmp_path):
+    from ctd_train.config import TrainConfig
+    from ctd_train.methods import MethodConfig
+
+    assert TrainConfig(data="d", out="o").method.head == "skip"
+    assert MethodConfig.from_dict({"name": "ft", "head_channels": 256}).head == "simple"
+
+
 def _student(head: str) -> LandmarkStudent:
     torch.manual_seed(0)
     return LandmarkStudent(_tiny_encoder(), 16, num_landmarks=14, head_channels=8, head=head)
