@@ -55,12 +55,14 @@ def stage_result(pred: np.ndarray, gt: np.ndarray, subjects: list[str], types: l
     from ctd_runtime.metrics import evaluate_landmarks
     from ctd_runtime.repeatability import grouped_report
 
-    err = np.asarray(evaluate_landmarks(pred, gt, "pfl", 0.1, pair).pfl_error_signed, dtype=np.float64)
+    ev = evaluate_landmarks(pred, gt, "pfl", 0.1, pair)
+    err = np.asarray(ev.pfl_error_signed, dtype=np.float64)
     g = grouped_report(pred, gt, types, subjects, pair, "image_type", ("1", "5"))
     corners = np.linalg.norm(pred[:, list(pair)] - gt[:, list(pair)], axis=-1)
     some = g.retest_pred.n_pairs > 0
     return {
         "pfl_abs": float(np.mean(np.abs(err))), "pfl_signed": float(np.mean(err)), "corner_px": float(corners.mean()),
+        "me": float(np.mean(ev.per_image)),
         "retest": g.retest_pred.mean if some else None,
         "per_type": {v.value: v.pfl_abs for v in g.by_value},
         "per_image_pfl_abs": [float(x) for x in np.abs(err)],

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from _results import publish
 from cascade import image_types, stage_result
 
 SPLITS = ("val", "test")
@@ -67,16 +68,9 @@ def score_subsets(members: dict[str, dict[str, Any]], max_size: int) -> dict[str
                 ref = first[split]
                 pred = np.mean([members[n][split]["pred"] for n in subset], axis=0)
                 row[split], _ = stage_result(pred, ref["gt"], ref["subjects"], ref["types"], ref["pair"])
-                row[split]["me"] = float(np.mean(_me_per_image(pred, ref["gt"], ref["pair"])))
                 row[split].pop("per_image_pfl_abs")
             out["+".join(subset)] = row
     return out
-
-
-def _me_per_image(pred: np.ndarray, gt: np.ndarray, pair: tuple[int, int]) -> np.ndarray:
-    from ctd_runtime.metrics import evaluate_landmarks
-
-    return np.asarray(evaluate_landmarks(pred, gt, "pfl", 0.1, pair).per_image)
 
 
 def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, dict[str, Any]]]) -> str:
@@ -104,7 +98,6 @@ def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, dict[str, Any]]]) 
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from ctd_runtime.atomic import write_json_atomic, write_text_atomic
     from ctd_runtime.machine import describe_machine
 
     args = parse_args(argv)
@@ -117,11 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"no finished run at {', '.join(missing)}")
         seeds[seed] = score_subsets({m: member_predictions(p) for m, p in runs.items()}, args.max_size)
     meta = {"machine": describe_machine(), "root": str(args.root), "members": args.members, "seeds": args.seeds}
-    table = markdown(meta, seeds)
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out.with_suffix(".json"), {**meta, "seeds": {str(k): v for k, v in seeds.items()}})
-    write_text_atomic(args.out.with_suffix(".md"), table)
+    publish(args.out, {**meta, "seeds": {str(k): v for k, v in seeds.items()}}, markdown(meta, seeds))
     return 0
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from _results import publish
 from cascade import image_types
 
 
@@ -103,7 +104,7 @@ def run_structure(run: Path, split: str, pair: tuple[str, str]) -> dict[str, Any
     r = evaluate_run(run, split=split, write=False)
     types = image_types(Path(r.data), list(r.image_names))
     pred_pfl, true_pfl = pfl(r.pred, r.pfl_pair), pfl(r.gt, r.pfl_pair)
-    signed = (pred_pfl - true_pfl) / true_pfl
+    signed = np.asarray(r.evaluations["pfl"].pfl_error_signed, dtype=np.float64)   # fraction of the true PFL
     by_type = {t: float(np.mean(np.abs(signed[np.asarray(types) == t]))) for t in sorted(set(types))}
     return {"run": str(run), "errors": decompose(signed, list(r.subjects)),
             "pairs": pair_noise(pred_pfl, true_pfl, list(r.subjects), types, *pair), "mean_abs_by_type": by_type,
@@ -129,19 +130,14 @@ def markdown(rows: list[dict[str, Any]], pair: tuple[str, str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from ctd_runtime.atomic import write_json_atomic, write_text_atomic
     from ctd_runtime.machine import describe_machine
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     pair = (args.pair[0], args.pair[1])
     rows = [run_structure(r, args.split, pair) for r in args.runs]
-    table = markdown(rows, pair)
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out.with_suffix(".json"), {"machine": describe_machine(), "split": args.split,
-                                                      "pair": list(pair), "runs": rows})
-    write_text_atomic(args.out.with_suffix(".md"), table)
+    publish(args.out, {"machine": describe_machine(), "split": args.split, "pair": list(pair), "runs": rows},
+            markdown(rows, pair))
     return 0
 
 

@@ -82,18 +82,14 @@ def markdown(results: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from ctd_runtime.atomic import write_json_atomic, write_text_atomic
     from ctd_runtime.machine import describe_machine
+
+    from _results import publish
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     results = {str(r): evaluate(r, args.margins) for r in args.runs}
-    table = markdown(results)
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out.with_suffix(".json"), {"machine": describe_machine(), "margins": args.margins,
-                                                      "runs": results})
-    write_text_atomic(args.out.with_suffix(".md"), table)
+    publish(args.out, {"machine": describe_machine(), "margins": args.margins, "runs": results}, markdown(results))
     return 0
 
 

@@ -25,6 +25,18 @@ HEATMAP_STRIDE = 4
 HEADS = ("simple", "skip")
 
 
+def init_simplebaseline(deconvolutions: nn.Module, final: nn.Conv2d) -> None:
+    """SimpleBaseline's initialisation: deconvolutions and final conv N(0, 0.001), BN (1, 0)."""
+    for m in deconvolutions.modules():
+        if isinstance(m, nn.ConvTranspose2d):
+            nn.init.normal_(m.weight, std=0.001)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    nn.init.normal_(final.weight, std=0.001)
+    nn.init.zeros_(final.bias)
+
+
 class SimpleBaselineHead(nn.Module):
     """Feature map [N, C, h, w] -> K heatmaps [N, K, h * 2**num_deconv, w * 2**num_deconv]:
     `num_deconv` x (ConvTranspose2d 4x4/2 + BN + ReLU), then a 1x1 convolution."""
@@ -45,15 +57,7 @@ class SimpleBaselineHead(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """SimpleBaseline's initialisation: deconvolutions and final conv N(0, 0.001), BN (1, 0)."""
-        for m in self.deconv.modules():
-            if isinstance(m, nn.ConvTranspose2d):
-                nn.init.normal_(m.weight, std=0.001)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.final.weight, std=0.001)
-        nn.init.zeros_(self.final.bias)
+        init_simplebaseline(self.deconv, self.final)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.final(self.deconv(feats))
@@ -77,32 +81,25 @@ class SkipHead(nn.Module):
             cin = channels
         self.stages = nn.ModuleList(stages)
         self.laterals = nn.ModuleList(laterals)
-        self.has_lateral = [c is not None for c in skip_channels]
         self.final = nn.Conv2d(cin, num_landmarks, kernel_size=1)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """SimpleBaseline's initialisation for its layers; the laterals' BN weight 0 (start as SimpleBaseline)."""
-        for m in self.stages.modules():
-            if isinstance(m, nn.ConvTranspose2d):
-                nn.init.normal_(m.weight, std=0.001)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_simplebaseline(self.stages, self.final)
         for m in self.laterals.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
-        nn.init.normal_(self.final.weight, std=0.001)
-        nn.init.zeros_(self.final.bias)
 
     def forward(self, feats: torch.Tensor, skips: list[torch.Tensor | None]) -> torch.Tensor:
+        """`skips[i]`: the encoder map for deconvolution i, None where it has no lateral."""
         y = feats
-        for stage, lateral, has, skip in zip(self.stages, self.laterals, self.has_lateral, skips):
+        for stage, lateral, skip in zip(self.stages, self.laterals, skips):
             y = stage(y)
-            if has and skip is not None:
+            if skip is not None:
                 s = lateral(skip)
                 if s.shape[-2:] != y.shape[-2:]:   # odd input sizes: the two paths round differently
                     s = F.interpolate(s, size=y.shape[-2:], mode="bilinear", align_corners=False)
