@@ -3,7 +3,7 @@ and a resumable "train unless finished" step, shared by lambda_sweep.py and casc
 
 Keys: method lambda mu reduction ed head (the method; head defaults to simple, SimpleBaseline's,
 as in every table measured before the skip head: give head=skip for the recipe's); lr hls ema epochs schema crop crop_scale input
-(the run); scale rotation shift (augmentation)."""
+pflw (the run; pflw: the PFL pair's loss weight); scale rotation shift flip (augmentation; flip=1)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ DEFAULT_WEIGHTS = REPO.parent / "shared" / "teachers" / "hse-mobilenet-vggface2"
 _METHOD_KEYS = {"method": "name", "lambda": "lambda_", "mu": "mu", "reduction": "loss_reduction", "ed": "ed_features",
                 "head": "head"}
 _CONFIG_KEYS = {"lr": "lr", "hls": "head_lr_scale", "ema": "ema_decay", "epochs": "epochs", "schema": "schema", "crop": "crop",
-                "crop_scale": "crop_scale", "input": "input_size"}
-_CONFIG_TYPES = {"lr": float, "hls": float, "ema": float, "epochs": int, "schema": str, "crop": str, "crop_scale": float, "input": int}
-_AUGMENT_KEYS = {"scale": "scale", "rotation": "rotation_deg", "shift": "shift"}
+                "crop_scale": "crop_scale", "input": "input_size", "pflw": "pfl_weight"}
+_CONFIG_TYPES = {"lr": float, "hls": float, "ema": float, "epochs": int, "schema": str, "crop": str, "crop_scale": float, "input": int,
+                 "pflw": float}
+_AUGMENT_KEYS = {"scale": "scale", "rotation": "rotation_deg", "shift": "shift", "flip": "flip"}
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
@@ -39,6 +40,14 @@ def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
     return name, values
 
 
+def _flag(value: str) -> bool:
+    """`1`/`true`/`yes` or `0`/`false`/`no` (a variant's on/off key)."""
+    v = value.strip().lower()
+    if v not in ("1", "true", "yes", "0", "false", "no"):
+        raise ValueError(f"variant: {value!r} is not an on/off value (1/0, true/false, yes/no)")
+    return v in ("1", "true", "yes")
+
+
 def variant_config(args: argparse.Namespace, name: str, values: dict[str, str], seed: int):
     """The TrainConfig of one (variant, seed)."""
     from ctd_train.config import TrainConfig
@@ -48,7 +57,8 @@ def variant_config(args: argparse.Namespace, name: str, values: dict[str, str], 
     method_kw = {field: (values[k] if field in ("name", "loss_reduction", "ed_features", "head") else float(values[k]))
                  for k, field in _METHOD_KEYS.items() if k in values}
     method = MethodConfig(**{"name": "ft", **method_kw})
-    augment = AugmentConfig(**{f: float(values[k]) for k, f in _AUGMENT_KEYS.items() if k in values})
+    augment = AugmentConfig(**{f: (_flag(values[k]) if k == "flip" else float(values[k]))
+                               for k, f in _AUGMENT_KEYS.items() if k in values})
     weights = args.teacher_weights or (DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
     config = TrainConfig(
         data=str(args.data), out=str(args.out / f"{name}-s{seed}"), teacher=args.teacher,
@@ -58,11 +68,6 @@ def variant_config(args: argparse.Namespace, name: str, values: dict[str, str], 
         threads=args.threads,
     )
     return replace(config, **{field: _CONFIG_TYPES[k](values[k]) for k, field in _CONFIG_KEYS.items() if k in values})
-
-
-def _history(run: Path) -> list[dict[str, Any]]:
-    path = run / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def add_run_args(p: argparse.ArgumentParser, *, epochs: int, train_subjects: int, out: str, name: str) -> None:

@@ -67,6 +67,7 @@ class TrainConfig:
     crop_scale: float = 2.5     # pfl crops: side = crop_scale x PFL
     input_size: int = 256
     sigma: float = 1.5
+    pfl_weight: float = 1.0     # heatmap-loss weight of the schema's PFL pair (the other landmarks 1)
     workers: int = 0            # measured on 2 cores: worker processes do not help (docs/cpu_training.md)
     channels_last: bool = True  # measured: faster on the CPU (docs/cpu_training.md)
     bf16: bool = True           # bfloat16 autocast for the training step; validation stays float32
@@ -91,6 +92,7 @@ class TrainConfig:
         positive("head_lr_scale", self.head_lr_scale)
         positive("input_size", self.input_size)
         positive("sigma", self.sigma)
+        positive("pfl_weight", self.pfl_weight)
         positive("crop_scale", self.crop_scale)
         if self.crop not in ("face", "schema", "pfl"):
             raise CtdError(f"config: crop must be face, schema or pfl, not {self.crop!r}")

@@ -38,6 +38,18 @@ def heatmap_loss(
     return 0.5 * mean if reduction == "simplebaseline" else mean
 
 
+def landmark_loss_weights(num_landmarks: int, emphasised: tuple[int, ...], weight: float) -> torch.Tensor:
+    """[K] loss weights: `weight` for the `emphasised` landmarks (the PFL pair), 1 for the rest.
+
+    The schema's other landmarks place the face; PFL is measured on two of them only, so the
+    heatmap loss can spend more of its gradient there (MMPose's per-keypoint `joint_weights`)."""
+    if not weight > 0:
+        raise ValueError(f"landmark_loss_weights: weight must be positive, not {weight}")
+    w = torch.ones(num_landmarks, dtype=torch.float32)
+    w[list(emphasised)] = float(weight)
+    return w
+
+
 def classifier_distillation_loss(
     teacher_logits: torch.Tensor, student_logits: torch.Tensor, mu: float = 2.0
 ) -> torch.Tensor:

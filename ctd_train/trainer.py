@@ -42,6 +42,7 @@ from ctd_train.checkpoint import BEST, LAST, LoadedRun, read_checkpoint, save_ch
 from ctd_train.config import CONFIG_FILE, TrainConfig, split_indices
 from ctd_train.ema import WeightAverage
 from ctd_train.evaluate import DEFAULT_THRESHOLD, evaluate_loaded, predict_crops
+from ctd_train.losses import landmark_loss_weights
 
 METRICS_FILE = "metrics.jsonl"
 SPLIT_FILE = "split.json"
@@ -356,6 +357,7 @@ def _train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopStat
     torch.manual_seed(epoch_seed(c.seed, epoch))
     sums = {"loss": 0.0, **{t: 0.0 for t in method.loss_terms}}
     seen, t0 = 0, time.perf_counter()
+    loss_weights = landmark_loss_weights(setup.schema.num_landmarks, setup.schema.pfl_pair, c.pfl_weight).to(device)
     bar = _progress_bar(console, progress)
     with bar:
         task = bar.add_task(f"epoch {epoch}/{c.epochs}", total=iters_per_epoch, losses="")
@@ -366,7 +368,7 @@ def _train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopStat
             if c.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.bf16):
-                result = method(x, batch["heatmaps"].to(device), batch["target_weight"].to(device))
+                result = method(x, batch["heatmaps"].to(device), batch["target_weight"].to(device) * loss_weights)
             loss = result["loss"]
             if not torch.isfinite(loss):
                 raise CtdError(f"the loss became {loss.item()} at epoch {epoch}, iteration {state.iteration + 1}; "

@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from ctd_train.losses import classifier_distillation_loss, encoder_distillation_loss, heatmap_loss
+from ctd_train.losses import (
+    classifier_distillation_loss,
+    encoder_distillation_loss,
+    heatmap_loss,
+    landmark_loss_weights,
+)
 
 
 def t(x) -> torch.Tensor:
@@ -130,3 +135,17 @@ def test_pooled_encoder_distillation_ignores_spatial_layout():
     assert encoder_distillation_loss(t, opposite, "pooled").item() == pytest.approx(2.0, abs=1e-5)
     with pytest.raises(ValueError, match="unknown features"):
         encoder_distillation_loss(t, s, "gram")
+
+
+def test_landmark_loss_weights_emphasise_the_pfl_pair():
+    w = landmark_loss_weights(5, (4, 0), 3.0)
+    assert w.tolist() == [3.0, 1.0, 1.0, 1.0, 3.0]
+    with pytest.raises(ValueError, match="positive"):
+        landmark_loss_weights(5, (4, 0), 0.0)
+    # an error on an emphasised landmark costs `weight` times the same error on another
+    target = torch.zeros(1, 5, 4, 4)
+    on_pair, elsewhere = target.clone(), target.clone()
+    on_pair[0, 0, 1, 1] = 1.0
+    elsewhere[0, 2, 1, 1] = 1.0
+    weight = w.reshape(1, 5)
+    assert heatmap_loss(on_pair, target, weight).item() == pytest.approx(3.0 * heatmap_loss(elsewhere, target, weight).item())

@@ -307,9 +307,22 @@ def test_plain_fine_tuning_logs_no_distillation_ratio(data, tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("lr", float("nan")), ("margin", float("nan")),
-                                         ("head_lr_scale", 0.0), ("lr", float("inf"))])
+                                         ("head_lr_scale", 0.0), ("lr", float("inf")), ("pfl_weight", 0.0)])
 def test_non_finite_options_are_refused_before_anything_is_written(data, tmp_path, field, value):
     out = tmp_path / "run"
     with pytest.raises(CtdError, match=field):
         train(tiny_config(data, out, epochs=1, **{field: value}), progress=False)
     assert not out.exists()
+
+
+def test_pfl_weight_is_saved_and_changes_what_is_learned(data, tmp_path):
+    """The PFL pair's loss weight reaches the heatmap loss: the same seed with weight 5 ends with
+    other weights and another L_R, and the saved config names it."""
+    a = train(tiny_config(data, tmp_path / "a", epochs=1, method="ft"), progress=False, evaluate_test=False)
+    b = train(tiny_config(data, tmp_path / "b", epochs=1, method="ft", pfl_weight=5.0), progress=False,
+              evaluate_test=False)
+    assert json.loads((a / "config.json").read_text())["pfl_weight"] == 1.0
+    assert json.loads((b / "config.json").read_text())["pfl_weight"] == 5.0
+    assert _metrics(b)[0]["l_r"] > _metrics(a)[0]["l_r"]   # the two corners count five times
+    wa, wb = _weights(a / LAST), _weights(b / LAST)
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
