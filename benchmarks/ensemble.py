@@ -34,20 +34,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--members", nargs="+", required=True)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--max-size", type=int, default=3, help="largest subset scored")
+    p.add_argument("--schema", default=None,
+                   help="score every member on this schema's points (e.g. imm14 for an imm58 member beside imm14 "
+                        "ones); default: the members' own, which must then agree")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "ensemble")
     return p.parse_args(argv)
 
 
-def member_predictions(run: Path) -> dict[str, Any]:
-    """Per split: predictions, truth, image names, subjects, types and the PFL pair of one run."""
+def schema_columns(run_schema, common) -> list[int]:
+    """The columns of a run's landmarks that are `common`'s points, in `common`'s order (both name
+    points by their index in the source annotation); SystemExit when the run lacks one."""
+    where = {src: k for k, src in enumerate(run_schema.source_indices)}
+    missing = [src for src in common.source_indices if src not in where]
+    if missing or run_schema.num_source_points != common.num_source_points:
+        raise SystemExit(f"a {run_schema.name} run cannot be scored on {common.name}: it lacks source points {missing}")
+    return [where[src] for src in common.source_indices]
+
+
+def member_predictions(run: Path, common_schema: str | None = None) -> dict[str, Any]:
+    """Per split: predictions, truth, image names, subjects, types and the PFL pair of one run
+    (on `common_schema`'s points when given)."""
+    import json
+
+    from ctd_runtime.schema import get_schema
     from ctd_train.evaluate import evaluate_run
 
+    columns, pair = None, None
+    if common_schema is not None:
+        common = get_schema(common_schema)
+        columns = schema_columns(get_schema(json.loads((run / "config.json").read_text())["schema"]), common)
+        pair = tuple(common.pfl_pair)
     out: dict[str, Any] = {}
     for split in SPLITS:
         r = evaluate_run(run, split=split, write=False)
-        out[split] = {"pred": r.pred, "gt": r.gt, "images": list(r.image_names), "subjects": list(r.subjects),
-                      "types": image_types(Path(r.data), list(r.image_names)), "pair": tuple(r.pfl_pair)}
+        pred, gt = (r.pred, r.gt) if columns is None else (r.pred[:, columns], r.gt[:, columns])
+        out[split] = {"pred": pred, "gt": gt, "images": list(r.image_names), "subjects": list(r.subjects),
+                      "types": image_types(Path(r.data), list(r.image_names)),
+                      "pair": tuple(r.pfl_pair) if pair is None else pair}
     return out
 
 
@@ -57,6 +81,9 @@ def score_subsets(members: dict[str, dict[str, Any]], max_size: int) -> dict[str
     first = members[names[0]]
     for name in names[1:]:
         for split in SPLITS:
+            if members[name][split]["gt"].shape != first[split]["gt"].shape:
+                raise SystemExit(f"member {name} has other landmarks than {names[0]}: give --schema to score "
+                                 "them on common points")
             if members[name][split]["images"] != first[split]["images"]:
                 raise SystemExit(f"member {name} was evaluated on other {split} images than {names[0]}: "
                                  "members of one seed must share its split")
@@ -83,7 +110,8 @@ def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, dict[str, Any]]]) 
     order = sorted(subsets, key=lambda s: np.mean([v[s]["val"]["pfl_abs"] for v in seeds.values()]))
     lines = [f"# ensemble: landmark averages of {', '.join(meta['members'])}", "",
              f"- machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores; runs {meta['root']}/NAME-sSEED; "
-             f"seeds {meta['seeds']}; means over seeds; PFL errors in % of the true PFL",
+             f"seeds {meta['seeds']}; means over seeds; PFL errors in % of the true PFL"
+             + (f"; every member scored on the {meta['schema']} points" if meta.get("schema") else ""),
              "- sorted by validation mean |PFL error| (the choice); test beside it", "",
              "| members | val abs PFL error | val ME | val retest | test abs PFL error | test signed | test ME | "
              "test corner px | test retest |", "|---|---|---|---|---|---|---|---|---|"]
@@ -108,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         missing = [str(p) for p in runs.values() if not (p / "checkpoint_best.pt").is_file()]
         if missing:
             raise SystemExit(f"no finished run at {', '.join(missing)}")
-        seeds[seed] = score_subsets({m: member_predictions(p) for m, p in runs.items()}, args.max_size)
-    meta = {"machine": describe_machine(), "root": str(args.root), "members": args.members, "seeds": args.seeds}
+        seeds[seed] = score_subsets({m: member_predictions(p, args.schema) for m, p in runs.items()}, args.max_size)
+    meta = {"machine": describe_machine(), "root": str(args.root), "members": args.members, "seeds": args.seeds,
+            "schema": args.schema}
     publish(args.out, {**meta, "seeds": {str(k): v for k, v in seeds.items()}}, markdown(meta, seeds))
     return 0
 

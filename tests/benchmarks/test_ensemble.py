@@ -26,6 +26,8 @@ def runs(tmp_path, monkeypatch):
     for name, method, epochs in (("ft", "ft", 1), ("ft2", "ft", 2)):
         train(tiny_config(data, root / f"{name}-s0", method=method, epochs=epochs), progress=False, evaluate_test=False)
     train(tiny_config(data, root / "other-s0", method="ft", epochs=1, seed=1), progress=False, evaluate_test=False)
+    train(tiny_config(data, root / "all58-s0", method="ft", epochs=1, schema="imm58"), progress=False,
+          evaluate_test=False)
     return root
 
 
@@ -55,3 +57,25 @@ def test_members_of_another_split_are_refused(runs, tmp_path):
                        "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="no finished run"):
         ensemble.main(["--root", str(runs), "--members", "ft", "absent", "--seeds", "0", "--out", str(tmp_path / "y")])
+
+
+def test_a_run_of_a_larger_schema_is_scored_on_the_common_points(runs, tmp_path):
+    """An imm58 member beside imm14 ones: refused without --schema, and with --schema imm14 its
+    landmarks are its own prediction at imm14's source points (so ME and PFL are comparable)."""
+    with pytest.raises(SystemExit, match="--schema"):
+        ensemble.main(["--root", str(runs), "--members", "ft", "all58", "--seeds", "0", "--threads", "1",
+                       "--out", str(tmp_path / "x")])
+    from ctd_runtime.schema import get_schema
+
+    full = ensemble.member_predictions(runs / "all58-s0")
+    common = ensemble.member_predictions(runs / "all58-s0", "imm14")
+    columns = list(get_schema("imm14").source_indices)
+    assert np.array_equal(common["test"]["pred"], full["test"]["pred"][:, columns])
+    assert np.array_equal(common["test"]["gt"], ensemble.member_predictions(runs / "ft-s0")["test"]["gt"])
+    assert common["test"]["pair"] == (4, 0) and full["test"]["pair"] == (25, 21)
+    out = tmp_path / "res" / "mixed"
+    assert ensemble.main(["--root", str(runs), "--members", "ft", "all58", "--seeds", "0", "--threads", "1",
+                          "--schema", "imm14", "--out", str(out)]) == 0
+    assert "ft+all58" in json.loads(out.with_suffix(".json").read_text())["seeds"]["0"]
+    with pytest.raises(SystemExit, match="lacks source points"):
+        ensemble.member_predictions(runs / "ft-s0", "imm58")
