@@ -76,7 +76,14 @@ def test_default_quantises_conv_only_tensorrt_ready(exported, calibration, evalu
     for word in ('"method": "minmax"', '"num_calibration_images": 24', '"calibration_source": "synthetic blobs"'):
         assert word in details
     cmp = compare_models(src, res.path, *evaluation)
-    assert cmp.px_median < 0.5 and cmp.px_p95 < 1.0  # crop px are 0.6-1 source px here
+    # crop px are 0.6-1 source px here. DARK is continuous: every point stays within a pixel. Argmax
+    # jumps a whole heatmap cell at a near-tie, which INT8 may tip (how many depends on the opencv
+    # build behind the crops: 5.1 tips 3 of 48 points here, 5.0 one): most points must not move,
+    # and none by more than one cell (stride 4 crop px, diagonal)
+    if decode == "dark":
+        assert cmp.px_median < 0.5 and cmp.px_p95 < 1.0
+    else:
+        assert cmp.px_median == 0.0 and cmp.px_mean < 0.5 and cmp.px_max <= 4 * np.sqrt(2) * 1.0
     assert abs(cmp.me_change) < 0.2
 
 
