@@ -43,31 +43,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def schema_columns(run_schema, common) -> list[int]:
-    """The columns of a run's landmarks that are `common`'s points, in `common`'s order (both name
-    points by their index in the source annotation); SystemExit when the run lacks one."""
-    where = {src: k for k, src in enumerate(run_schema.source_indices)}
-    missing = [src for src in common.source_indices if src not in where]
+    """The columns of a run's landmarks that are `common`'s points, in `common`'s order (the
+    cascade's `shared_landmarks`: the same source point); SystemExit when the run lacks one."""
+    from ctd_runtime.errors import CtdError
+    from ctd_train.cascade import shared_landmarks
+
+    try:
+        pairs = shared_landmarks(run_schema, common)
+    except CtdError:
+        pairs = []
+    found = {j: i for i, j in pairs}
+    missing = [src for j, src in enumerate(common.source_indices) if j not in found]
     if missing or run_schema.num_source_points != common.num_source_points:
         raise SystemExit(f"a {run_schema.name} run cannot be scored on {common.name}: it lacks source points {missing}")
-    return [where[src] for src in common.source_indices]
+    return [found[j] for j in range(common.num_landmarks)]
 
 
 def member_predictions(run: Path, common_schema: str | None = None) -> dict[str, Any]:
     """Per split: predictions, truth, image names, subjects, types and the PFL pair of one run
-    (on `common_schema`'s points when given)."""
-    import json
-
+    (on `common_schema`'s points when given). The run is loaded once for both splits."""
     from ctd_runtime.schema import get_schema
-    from ctd_train.evaluate import evaluate_run
+    from ctd_train.checkpoint import load_run
+    from ctd_train.evaluate import evaluate_loaded
 
+    loaded = load_run(run)
     columns, pair = None, None
     if common_schema is not None:
         common = get_schema(common_schema)
-        columns = schema_columns(get_schema(json.loads((run / "config.json").read_text())["schema"]), common)
-        pair = tuple(common.pfl_pair)
+        columns, pair = schema_columns(loaded.schema, common), tuple(common.pfl_pair)
     out: dict[str, Any] = {}
     for split in SPLITS:
-        r = evaluate_run(run, split=split, write=False)
+        r = evaluate_loaded(loaded, split=split, write=False)
         pred, gt = (r.pred, r.gt) if columns is None else (r.pred[:, columns], r.gt[:, columns])
         out[split] = {"pred": pred, "gt": gt, "images": list(r.image_names), "subjects": list(r.subjects),
                       "types": image_types(Path(r.data), list(r.image_names)),
