@@ -68,6 +68,7 @@ class TrainConfig:
     input_size: int = 256
     sigma: float = 1.5
     pfl_weight: float = 1.0     # heatmap-loss weight of the schema's PFL pair (the other landmarks 1)
+    pfl_length_weight: float = 0.0  # weight of the relative PFL-length term (ctd_train.losses.pfl_length_loss); 0: off
     workers: int = 0            # measured on 2 cores: worker processes do not help (docs/cpu_training.md)
     channels_last: bool = True  # measured: faster on the CPU (docs/cpu_training.md)
     bf16: bool = True           # bfloat16 autocast for the training step; validation stays float32
@@ -93,6 +94,8 @@ class TrainConfig:
         positive("input_size", self.input_size)
         positive("sigma", self.sigma)
         positive("pfl_weight", self.pfl_weight)
+        if not (self.pfl_length_weight >= 0 and math.isfinite(self.pfl_length_weight)):
+            raise CtdError(f"config: pfl_length_weight must be 0 (off) or a positive number, not {self.pfl_length_weight}")
         positive("crop_scale", self.crop_scale)
         if self.crop not in ("face", "schema", "pfl"):
             raise CtdError(f"config: crop must be face, schema or pfl, not {self.crop!r}")

@@ -42,7 +42,7 @@ from ctd_train.checkpoint import BEST, LAST, LoadedRun, read_checkpoint, save_ch
 from ctd_train.config import CONFIG_FILE, TrainConfig, split_indices
 from ctd_train.ema import WeightAverage
 from ctd_train.evaluate import DEFAULT_THRESHOLD, evaluate_loaded, predict_crops
-from ctd_train.losses import landmark_loss_weights
+from ctd_train.losses import landmark_loss_weights, pfl_length_loss
 
 METRICS_FILE = "metrics.jsonl"
 SPLIT_FILE = "split.json"
@@ -355,7 +355,7 @@ def _train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopStat
     iters_per_epoch = -(-len(setup.train_set) // c.batch_size)
     total_iters = c.epochs * iters_per_epoch
     torch.manual_seed(epoch_seed(c.seed, epoch))
-    sums = {"loss": 0.0, **{t: 0.0 for t in method.loss_terms}}
+    sums = {"loss": 0.0, **{t: 0.0 for t in method.loss_terms}, **({"l_pfl": 0.0} if c.pfl_length_weight > 0 else {})}
     seen, t0 = 0, time.perf_counter()
     loss_weights = landmark_loss_weights(setup.schema.num_landmarks, setup.schema.pfl_pair, c.pfl_weight).to(device)
     bar = _progress_bar(console, progress)
@@ -369,6 +369,8 @@ def _train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopStat
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.bf16):
                 result = method(x, batch["heatmaps"].to(device), batch["target_weight"].to(device) * loss_weights)
+            if c.pfl_length_weight > 0:
+                result = _add_pfl_length_term(setup, result, batch, device)
             loss = result["loss"]
             if not torch.isfinite(loss):
                 raise CtdError(f"the loss became {loss.item()} at epoch {epoch}, iteration {state.iteration + 1}; "
@@ -385,6 +387,16 @@ def _train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopStat
                 sums[k] += float(result[k].detach()) * n
             bar.update(task, advance=1, losses=_fmt_epoch_terms(sums, seen, c.method.distillation_weights()))
     return sums, seen, time.perf_counter() - t0
+
+
+def _add_pfl_length_term(setup: Setup, result: dict[str, Any], batch: dict[str, torch.Tensor],
+                         device: torch.device) -> dict[str, Any]:
+    """result with l_pfl (the relative PFL-length error of the decoded pair, in float32) added to
+    its loss, weighted by TrainConfig.pfl_length_weight."""
+    stride = setup.codec.stride
+    landmarks_hm = (batch["landmarks"].to(device).float() - (stride - 1) / 2.0) / stride   # HeatmapCodec.crop_to_heatmap
+    l_pfl = pfl_length_loss(result["pred"], landmarks_hm, setup.schema.pfl_pair, batch["target_weight"].to(device))
+    return {**result, "l_pfl": l_pfl, "loss": result["loss"] + setup.config.pfl_length_weight * l_pfl}
 
 
 def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopState, epoch: int,

@@ -12,6 +12,8 @@ from ctd_train.losses import (
     encoder_distillation_loss,
     heatmap_loss,
     landmark_loss_weights,
+    pfl_length_loss,
+    local_centroid,
 )
 
 
@@ -149,3 +151,48 @@ def test_landmark_loss_weights_emphasise_the_pfl_pair():
     elsewhere[0, 2, 1, 1] = 1.0
     weight = w.reshape(1, 5)
     assert heatmap_loss(on_pair, target, weight).item() == pytest.approx(3.0 * heatmap_loss(elsewhere, target, weight).item())
+
+
+# ------------------------------------------------------------------------------ the PFL-length term
+
+
+def _gaussians(points, size: int = 64, sigma: float = 1.5) -> torch.Tensor:
+    """[N, K, size, size] peak-1 Gaussians at `points` [N, K, 2] (x, y) heatmap px."""
+    pts = t(points)
+    grid = torch.arange(size, dtype=torch.float32)
+    gx = torch.exp(-(grid - pts[..., 0:1]) ** 2 / (2 * sigma**2))
+    gy = torch.exp(-(grid - pts[..., 1:2]) ** 2 / (2 * sigma**2))
+    return gy[..., :, None] * gx[..., None, :]
+
+
+def test_local_centroid_finds_sub_pixel_peaks_over_background():
+    points = [[[20.3, 31.7], [40.0, 12.5], [2.4, 61.6]]]            # the last near a corner of the map
+    exact = local_centroid(_gaussians(points))[0]
+    assert (exact[:2] - t(points[0][:2])).abs().max().item() < 0.02
+    assert (exact[2] - t(points[0][2])).abs().max().item() < 0.5    # cut by the map's edge, still near
+    g = torch.Generator().manual_seed(0)
+    hm = _gaussians(points) + 0.05 * torch.rand(1, 3, 64, 64, generator=g)   # positive background noise
+    hm[0, 1] -= 0.2                                                 # a peak below 1, negative background
+    assert (local_centroid(hm)[0, :2] - t(points[0][:2])).abs().max().item() < 0.1
+    # a heatmap with nothing positive decodes to its argmax
+    flat = -torch.ones(1, 1, 8, 8)
+    flat[0, 0, 5, 2] = -0.5
+    assert local_centroid(flat).tolist() == [[[2.0, 5.0]]]
+
+
+def test_pfl_length_loss_is_the_relative_length_error():
+    truth = t([[[20.0, 30.0], [40.0, 30.0]], [[10.0, 10.0], [10.0, 30.0]]])          # lengths 20 and 20
+    exact = _gaussians(truth.tolist())
+    assert pfl_length_loss(exact, truth, (0, 1)).item() == pytest.approx(0.0, abs=1e-3)
+    # image 0 predicted 24 long (+20%), image 1 predicted 15 long (-25%): mean 0.225
+    pred = _gaussians([[[18.0, 30.0], [42.0, 30.0]], [[10.0, 12.0], [10.0, 27.0]]]).requires_grad_(True)
+    loss = pfl_length_loss(pred, truth, (0, 1))
+    assert loss.item() == pytest.approx(0.225, abs=2e-3)
+    loss.backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+    # an image with a corner outside the crop (weight 0) is left out; none left gives 0
+    weight = t([[1, 1], [1, 0]])
+    assert pfl_length_loss(pred, truth, (0, 1), weight).item() == pytest.approx(0.2, abs=2e-3)
+    assert pfl_length_loss(pred, truth, (0, 1), torch.zeros(2, 2)).item() == 0.0
+    # the pair is looked up by index: swapping the landmarks' order changes nothing
+    assert pfl_length_loss(pred.flip(1), truth.flip(1), (1, 0)).item() == pytest.approx(loss.item(), abs=1e-6)

@@ -307,7 +307,8 @@ def test_plain_fine_tuning_logs_no_distillation_ratio(data, tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("lr", float("nan")), ("margin", float("nan")),
-                                         ("head_lr_scale", 0.0), ("lr", float("inf")), ("pfl_weight", 0.0)])
+                                         ("head_lr_scale", 0.0), ("lr", float("inf")), ("pfl_weight", 0.0),
+                                         ("pfl_length_weight", -1.0)])
 def test_non_finite_options_are_refused_before_anything_is_written(data, tmp_path, field, value):
     out = tmp_path / "run"
     with pytest.raises(CtdError, match=field):
@@ -324,5 +325,19 @@ def test_pfl_weight_is_saved_and_changes_what_is_learned(data, tmp_path):
     assert json.loads((a / "config.json").read_text())["pfl_weight"] == 1.0
     assert json.loads((b / "config.json").read_text())["pfl_weight"] == 5.0
     assert _metrics(b)[0]["l_r"] > _metrics(a)[0]["l_r"]   # the two corners count five times
+    wa, wb = _weights(a / LAST), _weights(b / LAST)
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_pfl_length_term_is_logged_saved_and_trained(data, tmp_path):
+    """--pfl-length-weight adds l_pfl to the loss and to metrics.jsonl, the config names it, and it
+    changes what is learned; off (0, the default), no l_pfl is logged."""
+    a = train(tiny_config(data, tmp_path / "a", epochs=1, method="ft"), progress=False, evaluate_test=False)
+    b = train(tiny_config(data, tmp_path / "b", epochs=1, method="ft", pfl_length_weight=50.0), progress=False,
+              evaluate_test=False)
+    assert json.loads((b / "config.json").read_text())["pfl_length_weight"] == 50.0
+    ma, mb = _metrics(a)[0], _metrics(b)[0]
+    assert "l_pfl" not in ma and 0.0 < mb["l_pfl"] < 5.0
+    assert mb["loss"] == pytest.approx(mb["l_r"] + 50.0 * mb["l_pfl"], rel=1e-4)
     wa, wb = _weights(a / LAST), _weights(b / LAST)
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)
