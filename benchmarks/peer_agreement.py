@@ -8,8 +8,8 @@ For each seed: ctd's run ROOT/MEMBER-sSEED is evaluated on its test split (its o
 ground-truth face box), and `benchmarks/peers.py`'s per-image corners of the same images are read
 from the --peers folder (`{seed}` filled in; calibrated on the same seed's training subjects). Per
 peer it reports the correlation of the signed relative PFL errors of ctd and the peer over the
-test images (an error both make comes from the image or its annotation, not from either model)
-and the scores of their consensus: the mean of ctd's and the peer's eye corners in source pixels,
+test images (an error both make comes from the image or its annotation, not from either model),
+the mean |difference| of their PFLs, and the scores of their consensus: the mean of ctd's and the peer's eye corners in source pixels,
 equal weights, nothing fitted on test. The test split is all these files share, so there is no
 validation choice here: this is an analysis of where the error is, not a recipe.
 """
@@ -92,7 +92,8 @@ def seed_result(test: dict[str, Any], peers: dict[str, np.ndarray]) -> dict[str,
     rows: dict[str, Any] = {"ctd": score(ctd)}
     for name, corners in peers.items():
         e_peer = signed_pfl_error(corners, truth)
-        rows[name] = {**score(corners), "error_correlation_with_ctd": correlation(e_ctd, e_peer)}
+        rows[name] = {**score(corners), "error_correlation_with_ctd": correlation(e_ctd, e_peer),
+                      "abs_difference_from_ctd": float(np.mean(np.abs(e_ctd - e_peer)))}
         rows[f"ctd + {name}"] = score((ctd + corners) / 2.0)
     return rows
 
@@ -112,11 +113,14 @@ def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, Any]]) -> str:
              f"{meta['member']}-sSEED; peers {meta['peers']}; seeds {meta['seeds']}; test images only; means over "
              "seeds (per seed in brackets); PFL errors in % of the true PFL",
              "- consensus: the mean of ctd's and the peer's two eye corners (equal weights, nothing fitted)", "",
+             "- abs PFL difference from ctd: mean |PFL_peer - PFL_ctd| / true PFL, how far the two detectors are "
+             "apart, against how far each is from the annotation (mean abs PFL error)", "",
              "| | mean abs PFL error | signed | eye corners (px) | test-retest (types 1 vs 5) | "
-             "correlation of signed errors with ctd |", "|---|---|---|---|---|---|"]
+             "correlation of signed errors with ctd | abs PFL difference from ctd |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r} | {cell(r, 'pfl_abs')} | {cell(r, 'pfl_signed')} | {cell(r, 'corner_px', 1.0, unit='')} | "
-                     f"{cell(r, 'retest')} | {cell(r, 'error_correlation_with_ctd', 1.0, '.2f', '')} |")
+                     f"{cell(r, 'retest')} | {cell(r, 'error_correlation_with_ctd', 1.0, '.2f', '')} | "
+                     f"{cell(r, 'abs_difference_from_ctd')} |")
     return "\n".join(lines) + "\n"
 
 

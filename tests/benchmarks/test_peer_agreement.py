@@ -56,6 +56,8 @@ def test_peers_consensus_and_correlation(run, tmp_path):
     assert rows["exact"]["error_correlation_with_ctd"] is None       # an error that never varies
     assert rows["long"]["pfl_abs"] == pytest.approx(0.1, abs=1e-6)
     assert rows["long"]["pfl_signed"] == pytest.approx(0.1, abs=1e-6)
+    e_ctd = peer_agreement.signed_pfl_error(np.asarray(test["pred"], dtype=np.float64)[:, pair], truth)
+    assert rows["long"]["abs_difference_from_ctd"] == pytest.approx(float(np.mean(np.abs(e_ctd - 0.1))), abs=1e-6)
     # the consensus with the exact peer is ctd's corners moved halfway to the truth
     ctd = np.asarray(test["pred"], dtype=np.float64)[:, pair]
     half = peer_agreement.signed_pfl_error((ctd + truth) / 2, truth)
