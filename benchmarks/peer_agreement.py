@@ -76,6 +76,16 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def shared_error(e_ctd: np.ndarray, e_peer: np.ndarray) -> dict[str, float | None]:
+    """The RMS both detectors share (the square root of the covariance of their signed errors about
+    their means; None when negative) and what is left of each one's own, so shared^2 + own^2 is
+    each one's error variance."""
+    cov = float(np.mean((e_ctd - e_ctd.mean()) * (e_peer - e_peer.mean())))
+    own = {"ctd_own_rms": float(np.sqrt(max(np.var(e_ctd) - cov, 0.0))),
+           "peer_own_rms": float(np.sqrt(max(np.var(e_peer) - cov, 0.0)))}
+    return {"shared_rms": float(np.sqrt(cov)) if cov >= 0 else None, **own}
+
+
 def seed_result(test: dict[str, Any], peers: dict[str, np.ndarray]) -> dict[str, Any]:
     """ctd alone, each peer alone and each consensus, scored on the PFL pair, with the error correlation."""
     pair = list(test["pair"])
@@ -93,7 +103,7 @@ def seed_result(test: dict[str, Any], peers: dict[str, np.ndarray]) -> dict[str,
     for name, corners in peers.items():
         e_peer = signed_pfl_error(corners, truth)
         rows[name] = {**score(corners), "error_correlation_with_ctd": correlation(e_ctd, e_peer),
-                      "abs_difference_from_ctd": float(np.mean(np.abs(e_ctd - e_peer)))}
+                      "abs_difference_from_ctd": float(np.mean(np.abs(e_ctd - e_peer))), **shared_error(e_ctd, e_peer)}
         rows[f"ctd + {name}"] = score((ctd + corners) / 2.0)
     return rows
 
@@ -114,13 +124,17 @@ def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, Any]]) -> str:
              "seeds (per seed in brackets); PFL errors in % of the true PFL",
              "- consensus: the mean of ctd's and the peer's two eye corners (equal weights, nothing fitted)", "",
              "- abs PFL difference from ctd: mean |PFL_peer - PFL_ctd| / true PFL, how far the two detectors are "
-             "apart, against how far each is from the annotation (mean abs PFL error)", "",
+             "apart, against how far each is from the annotation (mean abs PFL error); RMS shared: the square root of the "
+             "covariance of the two signed errors, the part of each one's error variance the other makes too; own: the rest",
+             "",
              "| | mean abs PFL error | signed | eye corners (px) | test-retest (types 1 vs 5) | "
-             "correlation of signed errors with ctd | abs PFL difference from ctd |", "|---|---|---|---|---|---|---|"]
+             "correlation of signed errors with ctd | abs PFL difference from ctd | RMS shared with ctd | "
+             "peer's own RMS | ctd's own RMS |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r} | {cell(r, 'pfl_abs')} | {cell(r, 'pfl_signed')} | {cell(r, 'corner_px', 1.0, unit='')} | "
                      f"{cell(r, 'retest')} | {cell(r, 'error_correlation_with_ctd', 1.0, '.2f', '')} | "
-                     f"{cell(r, 'abs_difference_from_ctd')} |")
+                     f"{cell(r, 'abs_difference_from_ctd')} | {cell(r, 'shared_rms')} | {cell(r, 'peer_own_rms')} | "
+                     f"{cell(r, 'ctd_own_rms')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -70,6 +70,11 @@ def test_peers_consensus_and_correlation(run, tmp_path):
                                 "--peers", str(tmp_path / "peers_s{seed}"), "--out", str(out)]) == 0
     rows = json.loads(out.with_suffix(".json").read_text())["seeds"]["0"]
     assert rows["follows"]["error_correlation_with_ctd"] == pytest.approx(1.0, abs=1e-9)
+    # half of ctd's error, perfectly correlated: shared RMS = sqrt(0.5) x ctd's SD, the peer has none of its own
+    sd = float(np.std(e_ctd))
+    assert rows["follows"]["shared_rms"] == pytest.approx(np.sqrt(0.5) * sd, rel=1e-6)
+    assert rows["follows"]["peer_own_rms"] == pytest.approx(0.0, abs=1e-6)
+    assert rows["follows"]["ctd_own_rms"] == pytest.approx(np.sqrt(0.5) * sd, rel=1e-6)
     assert "| ctd + follows |" in out.with_suffix(".md").read_text()
 
 
