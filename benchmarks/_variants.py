@@ -3,7 +3,7 @@ and a resumable "train unless finished" step, shared by lambda_sweep.py and casc
 
 Keys: method lambda mu reduction ed head (the method; head defaults to simple, SimpleBaseline's,
 as in every table measured before the skip head: give head=skip for the recipe's); lr hls ema epochs schema crop crop_scale input
-pflw pfll (the run; pflw: the PFL pair's loss weight, pfll: the PFL-length term's); scale rotation shift flip (augmentation; flip=1)."""
+pflw pfll select (the run; pflw: the PFL pair's loss weight, pfll: the PFL-length term's, select: me or pfl); scale rotation shift flip (augmentation; flip=1)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ _METHOD_KEYS = {"method": "name", "lambda": "lambda_", "mu": "mu", "reduction": 
                 "head": "head"}
 _CONFIG_KEYS = {"lr": "lr", "hls": "head_lr_scale", "ema": "ema_decay", "epochs": "epochs", "schema": "schema", "crop": "crop",
                 "crop_scale": "crop_scale", "input": "input_size", "pflw": "pfl_weight",
-                "pfll": "pfl_length_weight"}
+                "pfll": "pfl_length_weight", "select": "select"}
 _CONFIG_TYPES = {"lr": float, "hls": float, "ema": float, "epochs": int, "schema": str, "crop": str, "crop_scale": float, "input": int,
-                 "pflw": float, "pfll": float}
+                 "pflw": float, "pfll": float, "select": str}
 _AUGMENT_KEYS = {"scale": "scale", "rotation": "rotation_deg", "shift": "shift", "flip": "flip"}
 
 

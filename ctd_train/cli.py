@@ -56,6 +56,8 @@ def train_cmd(
         None, "--ema-decay", help="Validate, keep and export a moving average of the weights with this decay (e.g. 0.998; 0: off)."),
     pfl_weight: Optional[float] = typer.Option(
         None, "--pfl-weight", help="Heatmap-loss weight of the schema's two PFL landmarks (the others 1)."),
+    select: Optional[str] = typer.Option(
+        None, "--select", help="Checkpoint kept as best: me (lowest validation ME, the default) or pfl (lowest validation mean |PFL error|)."),
     pfl_length_weight: Optional[float] = typer.Option(
         None, "--pfl-length-weight", help="Weight of a loss on the relative PFL length of the soft-argmax corners (0: off)."),
     seed: int = typer.Option(0, "--seed"),
@@ -112,7 +114,7 @@ def train_cmd(
         train_subjects=train_subjects, train_images=train_images, val_subjects=val_subjects,
         test_subjects=test_subjects, augment=augment, input_size=input_size, threads=threads, device=device,
         run_id=run_id,
-        **given(epochs=epochs, lr=lr, head_lr_scale=head_lr_scale, ema_decay=ema_decay, pfl_weight=pfl_weight, pfl_length_weight=pfl_length_weight, crop=crop, crop_scale=crop_scale, margin=margin,
+        **given(epochs=epochs, lr=lr, head_lr_scale=head_lr_scale, ema_decay=ema_decay, pfl_weight=pfl_weight, pfl_length_weight=pfl_length_weight, select=select, crop=crop, crop_scale=crop_scale, margin=margin,
                 workers=workers, channels_last=channels_last, bf16=bf16, decode=decode),
     )
     run_dir = train(config, progress=not no_progress)

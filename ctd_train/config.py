@@ -23,6 +23,8 @@ from ctd_train.data.splits import limit_images, limit_subjects, split_subjects
 from ctd_train.methods import MethodConfig
 
 CONFIG_FILE = "config.json"
+# TrainConfig.select -> the validation number (lower is better) that picks checkpoint_best.pt
+SELECT_KEYS = {"me": "val_me_pfl", "pfl": "val_pfl_abs"}
 
 # fields that may change between an interrupted run and its resumption (speed or bookkeeping only)
 RESUME_FREE_FIELDS = ("workers", "out", "run_id", "threads", "device")
@@ -69,6 +71,7 @@ class TrainConfig:
     sigma: float = 1.5
     pfl_weight: float = 1.0     # heatmap-loss weight of the schema's PFL pair (the other landmarks 1)
     pfl_length_weight: float = 0.0  # weight of the relative PFL-length term (ctd_train.losses.pfl_length_loss); 0: off
+    select: str = "me"          # the checkpoint kept as best: lowest validation ME ("me") or mean |PFL error| ("pfl")
     workers: int = 0            # measured on 2 cores: worker processes do not help (docs/cpu_training.md)
     channels_last: bool = True  # measured: faster on the CPU (docs/cpu_training.md)
     bf16: bool = True           # bfloat16 autocast for the training step; validation stays float32
@@ -99,6 +102,8 @@ class TrainConfig:
         positive("crop_scale", self.crop_scale)
         if self.crop not in ("face", "schema", "pfl"):
             raise CtdError(f"config: crop must be face, schema or pfl, not {self.crop!r}")
+        if self.select not in SELECT_KEYS:
+            raise CtdError(f"config: select must be {' or '.join(SELECT_KEYS)}, not {self.select!r}")
         positive("train_subjects", self.train_subjects, allow_none=True)
         positive("train_images", self.train_images, allow_none=True)
         positive("val_subjects", self.val_subjects, allow_none=True)

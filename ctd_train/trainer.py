@@ -39,7 +39,7 @@ from ctd_runtime.metrics import evaluate_landmarks
 from ctd_runtime.normalization import Normalization
 from ctd_runtime.schema import LandmarkSchema, get_schema
 from ctd_train.checkpoint import BEST, LAST, LoadedRun, read_checkpoint, save_checkpoint
-from ctd_train.config import CONFIG_FILE, TrainConfig, split_indices
+from ctd_train.config import CONFIG_FILE, SELECT_KEYS, TrainConfig, split_indices
 from ctd_train.ema import WeightAverage
 from ctd_train.evaluate import DEFAULT_THRESHOLD, evaluate_loaded, predict_crops
 from ctd_train.losses import landmark_loss_weights, pfl_length_loss
@@ -47,7 +47,7 @@ from ctd_train.losses import landmark_loss_weights, pfl_length_loss
 METRICS_FILE = "metrics.jsonl"
 SPLIT_FILE = "split.json"
 EVAL_TEST_FILE = "eval_test.json"
-BEST_KEY = "val_me_pfl"  # the validation number that picks checkpoint_best.pt
+BEST_KEY = SELECT_KEYS["me"]  # the validation number that picks checkpoint_best.pt by default (TrainConfig.select)
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 
@@ -232,7 +232,7 @@ def _validate(setup: Setup, predictor: torch.nn.Module) -> dict[str, float]:
         "val_me_px": px.summary.me, "val_sd_px": px.summary.sd,
         "val_me_pfl": pfl.summary.me, "val_sd_pfl": pfl.summary.sd,
         "val_fr_pfl": pfl.summary.fr, "val_auc_pfl": pfl.summary.auc,
-        "val_pfl_error_px": px.pfl_error_mean_abs,
+        "val_pfl_error_px": px.pfl_error_mean_abs, "val_pfl_abs": pfl.pfl_error_mean_abs,
     }
 
 
@@ -422,7 +422,8 @@ def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopSta
     if ratio is not None:
         record["ld_ratio"] = ratio
     state.history.append(record)
-    improved = val[BEST_KEY] < state.best[BEST_KEY]
+    key = SELECT_KEYS[c.select]
+    improved = val[key] < state.best.get(key, float("inf"))
     if improved:
         state.best = {"epoch": epoch, **val}
         _save(setup, out / BEST, epoch, record, training=None, predictor=kept)
@@ -434,7 +435,8 @@ def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopSta
     _write_metrics(out, state.history)
     console.print(
         f"epoch {epoch}/{c.epochs}  {_fmt_epoch_terms(sums, seen, c.method.distillation_weights())}  val ME "
-        f"{val['val_me_px']:.3f} px / {val['val_me_pfl']:.4f} PFL{'  (best)' if improved else ''}  "
+        f"{val['val_me_px']:.3f} px / {val['val_me_pfl']:.4f} PFL, |PFL error| {100 * val['val_pfl_abs']:.2f}%"
+        f"{'  (best)' if improved else ''}  "
         f"{record['images_per_s']:.2f} img/s",
         highlight=False,
     )

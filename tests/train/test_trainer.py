@@ -308,7 +308,7 @@ def test_plain_fine_tuning_logs_no_distillation_ratio(data, tmp_path):
 
 @pytest.mark.parametrize("field,value", [("lr", float("nan")), ("margin", float("nan")),
                                          ("head_lr_scale", 0.0), ("lr", float("inf")), ("pfl_weight", 0.0),
-                                         ("pfl_length_weight", -1.0)])
+                                         ("pfl_length_weight", -1.0), ("select", "auc")])
 def test_non_finite_options_are_refused_before_anything_is_written(data, tmp_path, field, value):
     out = tmp_path / "run"
     with pytest.raises(CtdError, match=field):
@@ -341,3 +341,30 @@ def test_pfl_length_term_is_logged_saved_and_trained(data, tmp_path):
     assert mb["loss"] == pytest.approx(mb["l_r"] + 50.0 * mb["l_pfl"], rel=1e-4)
     wa, wb = _weights(a / LAST), _weights(b / LAST)
     assert any(not torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("select,best", [("me", 3), ("pfl", 2)])
+def test_select_keeps_the_epoch_best_on_its_validation_number(data, tmp_path, monkeypatch, select, best):
+    """checkpoint_best.pt is the epoch with the lowest validation ME (the default) or mean |PFL
+    error| (--select pfl). The validation numbers are scripted so that the two disagree."""
+    import ctd_train.trainer as trainer_module
+
+    real = trainer_module._validate
+    scripted = iter([(0.10, 0.30), (0.20, 0.10), (0.05, 0.20)])   # (ME, |PFL error|) of epochs 1, 2, 3
+
+    def validate(setup, predictor):
+        me, pfl = next(scripted)
+        return {**real(setup, predictor), "val_me_pfl": me, "val_pfl_abs": pfl}
+
+    monkeypatch.setattr(trainer_module, "_validate", validate)
+    run = train(tiny_config(data, tmp_path / "run", epochs=3, method="ft", select=select), progress=False,
+                evaluate_test=False)
+    assert [r["val_pfl_abs"] for r in _metrics(run)] == [0.30, 0.10, 0.20]
+    assert torch.load(run / "checkpoint_best.pt", map_location="cpu", weights_only=False)["epoch"] == best
+    assert json.loads((run / "config.json").read_text())["select"] == select
+
+
+def test_validation_logs_the_mean_abs_pfl_error(data, tmp_path):
+    run = train(tiny_config(data, tmp_path / "run", epochs=1, method="ft"), progress=False, evaluate_test=False)
+    rec = _metrics(run)[0]
+    assert 0.0 <= rec["val_pfl_abs"] < 10.0 and rec["val_pfl_abs"] != rec["val_me_pfl"]
