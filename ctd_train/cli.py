@@ -59,7 +59,7 @@ def train_cmd(
     select: Optional[str] = typer.Option(
         None, "--select", help="Checkpoint kept as best: me (lowest validation ME, the default) or pfl (lowest validation mean |PFL error|)."),
     pfl_length_weight: Optional[float] = typer.Option(
-        None, "--pfl-length-weight", help="Weight of a loss on the relative PFL length of the soft-argmax corners (0: off)."),
+        None, "--pfl-length-weight", help="Weight of a loss on the relative PFL length of the two corners, decoded differentiably (local centroids; 0: off)."),
     seed: int = typer.Option(0, "--seed"),
     lambda_: Optional[float] = typer.Option(None, "--lambda", help="Weight of each distillation term (eq 2); kd: of L_ED."),
     lambda_kd: Optional[float] = typer.Option(None, "--lambda-kd", help="kd: weight of L_R against the teacher run's heatmaps."),
