@@ -122,7 +122,7 @@ def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, Any]]) -> str:
              f"- machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores; ctd runs {meta['root']}/"
              f"{meta['member']}-sSEED; peers {meta['peers']}; seeds {meta['seeds']}; test images only; means over "
              "seeds (per seed in brackets); PFL errors in % of the true PFL",
-             "- consensus: the mean of ctd's and the peer's two eye corners (equal weights, nothing fitted)", "",
+             "- consensus: the mean of ctd's and the peer's two eye corners (equal weights, nothing fitted)",
              "- abs PFL difference from ctd: mean |PFL_peer - PFL_ctd| / true PFL, how far the two detectors are "
              "apart, against how far each is from the annotation (mean abs PFL error); RMS shared: the square root of the "
              "covariance of the two signed errors, the part of each one's error variance the other makes too; own: the rest",
