@@ -2,7 +2,8 @@
 and a resumable "train unless finished" step, shared by lambda_sweep.py and cascade.py.
 
 Keys: method lambda mu reduction ed head (the method; head defaults to simple, SimpleBaseline's,
-as in every table measured before the skip head: give head=skip for the recipe's); lr hls ema epochs schema crop crop_scale input
+as in every table measured before the skip head: give head=skip for the recipe's; likewise no
+PFL-length term unless pfll= gives one: pfll=20 for the recipe's); lr hls ema epochs schema crop crop_scale input
 pflw pfll select (the run; pflw: the PFL pair's loss weight, pfll: the PFL-length term's, select: me or pfl); scale rotation shift flip (augmentation; flip=1)."""
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def variant_config(args: argparse.Namespace, name: str, values: dict[str, str], 
         teacher_weights=None if weights is None else str(weights), method=method, epochs=args.epochs,
         lr=args.lr, head_lr_scale=args.head_lr_scale, seed=seed, train_subjects=args.train_subjects,
         val_subjects=args.val_subjects, test_subjects=args.test_subjects, decode=args.decode, augment=augment,
-        threads=args.threads,
+        threads=args.threads, pfl_length_weight=0.0,
     )
     return replace(config, **{field: _CONFIG_TYPES[k](values[k]) for k, field in _CONFIG_KEYS.items() if k in values})
 

@@ -70,7 +70,9 @@ class TrainConfig:
     input_size: int = 256
     sigma: float = 1.5
     pfl_weight: float = 1.0     # heatmap-loss weight of the schema's PFL pair (the other landmarks 1)
-    pfl_length_weight: float = 0.0  # weight of the relative PFL-length term (ctd_train.losses.pfl_length_loss); 0: off
+    # the recipe's weight of the relative PFL-length term (ctd_train.losses.pfl_length_loss; 0: off), chosen on
+    # validation PFL error (docs/accuracy.md section 9); a saved config without it predates the term (0)
+    pfl_length_weight: float = 20.0
     select: str = "me"          # the checkpoint kept as best: lowest validation ME ("me") or mean |PFL error| ("pfl")
     workers: int = 0            # measured on 2 cores: worker processes do not help (docs/cpu_training.md)
     channels_last: bool = True  # measured: faster on the CPU (docs/cpu_training.md)
@@ -168,6 +170,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str | Path | None = None) -> "TrainConfig":
         kw = checked_kwargs(cls, d, "training config", where)
+        kw.setdefault("pfl_length_weight", 0.0)   # runs saved before the term trained without it
         try:
             if isinstance(kw.get("method"), dict):
                 kw["method"] = MethodConfig.from_dict(kw["method"])

@@ -130,9 +130,10 @@ def test_a_tiny_kd_training_with_a_smaller_head_and_input_exports_without_its_te
     assert len(rows) == 1
     r = rows[0]
     assert r["l_kd"] > 0 and 0 <= r["l_ed"] <= 2
-    assert r["loss"] == pytest.approx(r["l_r"] + 2.0 * r["l_kd"] + 0.5 * r["l_ed"], rel=1e-4)
-    assert r["ld_ratio"] == pytest.approx((2.0 * r["l_kd"] + 0.5 * r["l_ed"]) / r["l_r"], rel=1e-6)
     saved = json.loads((kd_run / "config.json").read_text())
+    w_pfl = saved["pfl_length_weight"]       # the recipe's PFL-length term rides on every method
+    assert r["loss"] == pytest.approx(r["l_r"] + 2.0 * r["l_kd"] + 0.5 * r["l_ed"] + w_pfl * r["l_pfl"], rel=1e-4)
+    assert r["ld_ratio"] == pytest.approx((2.0 * r["l_kd"] + 0.5 * r["l_ed"]) / r["l_r"], rel=1e-6)
     assert saved["teacher_run"] == str(teacher_copy.resolve()) and saved["method"]["lambda_kd"] == 2.0
     assert (kd_run / "eval_test.json").exists()
 

@@ -331,8 +331,9 @@ def test_pfl_weight_is_saved_and_changes_what_is_learned(data, tmp_path):
 
 def test_pfl_length_term_is_logged_saved_and_trained(data, tmp_path):
     """--pfl-length-weight adds l_pfl to the loss and to metrics.jsonl, the config names it, and it
-    changes what is learned; off (0, the default), no l_pfl is logged."""
-    a = train(tiny_config(data, tmp_path / "a", epochs=1, method="ft"), progress=False, evaluate_test=False)
+    changes what is learned; off (0), no l_pfl is logged."""
+    a = train(tiny_config(data, tmp_path / "a", epochs=1, method="ft", pfl_length_weight=0.0), progress=False,
+              evaluate_test=False)
     b = train(tiny_config(data, tmp_path / "b", epochs=1, method="ft", pfl_length_weight=50.0), progress=False,
               evaluate_test=False)
     assert json.loads((b / "config.json").read_text())["pfl_length_weight"] == 50.0
@@ -368,3 +369,15 @@ def test_validation_logs_the_mean_abs_pfl_error(data, tmp_path):
     run = train(tiny_config(data, tmp_path / "run", epochs=1, method="ft"), progress=False, evaluate_test=False)
     rec = _metrics(run)[0]
     assert 0.0 <= rec["val_pfl_abs"] < 10.0 and rec["val_pfl_abs"] != rec["val_me_pfl"]
+
+
+def test_the_recipe_has_the_pfl_length_term_and_older_saved_configs_do_not():
+    """The default is the recipe's weight; a config.json written before the term existed lacks the
+    field and trained without it, so it reads back as 0 (resuming it must not add the term)."""
+    from ctd_train.config import TrainConfig
+
+    assert TrainConfig(data="d", out="o").pfl_length_weight == 20.0
+    saved = TrainConfig(data="d", out="o").to_dict()
+    assert TrainConfig.from_dict(saved).pfl_length_weight == 20.0
+    del saved["pfl_length_weight"]
+    assert TrainConfig.from_dict(saved).pfl_length_weight == 0.0
