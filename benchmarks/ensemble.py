@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--schema", default=None,
                    help="score every member on this schema's points (e.g. imm14 for an imm58 member beside imm14 "
                         "ones); default: the members' own, which must then agree")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                   help="score each member's best checkpoint (its own validation choice) or its last epoch")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "ensemble")
     return p.parse_args(argv)
@@ -59,14 +61,14 @@ def schema_columns(run_schema, common) -> list[int]:
     return [found[j] for j in range(common.num_landmarks)]
 
 
-def member_predictions(run: Path, common_schema: str | None = None) -> dict[str, Any]:
-    """Per split: predictions, truth, image names, subjects, types and the PFL pair of one run
-    (on `common_schema`'s points when given). The run is loaded once for both splits."""
+def member_predictions(run: Path, common_schema: str | None = None, checkpoint: str = "best") -> dict[str, Any]:
+    """Per split: predictions, truth, image names, subjects, types and the PFL pair of one run's
+    `checkpoint` (on `common_schema`'s points when given). The run is loaded once for both splits."""
     from ctd_runtime.schema import get_schema
     from ctd_train.checkpoint import load_run
     from ctd_train.evaluate import evaluate_loaded
 
-    loaded = load_run(run)
+    loaded = load_run(run, which=checkpoint)
     columns, pair = None, None
     if common_schema is not None:
         common = get_schema(common_schema)
@@ -117,7 +119,8 @@ def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, dict[str, Any]]]) 
     lines = [f"# ensemble: landmark averages of {', '.join(meta['members'])}", "",
              f"- machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores; runs {meta['root']}/NAME-sSEED; "
              f"seeds {meta['seeds']}; means over seeds; PFL errors in % of the true PFL"
-             + (f"; every member scored on the {meta['schema']} points" if meta.get("schema") else ""),
+             + (f"; every member scored on the {meta['schema']} points" if meta.get("schema") else "")
+             + ("; each member's last epoch, not its best" if meta.get("checkpoint") == "last" else ""),
              "- sorted by validation mean |PFL error| (the choice); test beside it", "",
              "| members | val abs PFL error | val ME | val retest | test abs PFL error | test signed | test ME | "
              "test corner px | test retest |", "|---|---|---|---|---|---|---|---|---|"]
@@ -142,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         missing = [str(p) for p in runs.values() if not (p / "checkpoint_best.pt").is_file()]
         if missing:
             raise SystemExit(f"no finished run at {', '.join(missing)}")
-        seeds[seed] = score_subsets({m: member_predictions(p, args.schema) for m, p in runs.items()}, args.max_size)
+        seeds[seed] = score_subsets({m: member_predictions(p, args.schema, args.checkpoint) for m, p in runs.items()},
+                                    args.max_size)
     meta = {"machine": describe_machine(), "root": str(args.root), "members": args.members, "seeds": args.seeds,
-            "schema": args.schema}
+            "schema": args.schema, "checkpoint": args.checkpoint}
     publish(args.out, {**meta, "seeds": {str(k): v for k, v in seeds.items()}}, markdown(meta, seeds))
     return 0
 

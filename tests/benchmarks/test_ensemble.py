@@ -79,3 +79,23 @@ def test_a_run_of_a_larger_schema_is_scored_on_the_common_points(runs, tmp_path)
     assert "ft+all58" in json.loads(out.with_suffix(".json").read_text())["seeds"]["0"]
     with pytest.raises(SystemExit, match="lacks source points"):
         ensemble.member_predictions(runs / "ft-s0", "imm58")
+
+
+def test_members_can_be_scored_at_their_last_epoch(runs, tmp_path):
+    """--checkpoint last scores each member's last checkpoint (not its validation choice)."""
+    import torch
+
+    from cascade import stage_result
+
+    out = tmp_path / "res" / "last"
+    assert ensemble.main(["--root", str(runs), "--members", "ft2", "--seeds", "0", "--threads", "1",
+                          "--checkpoint", "last", "--out", str(out)]) == 0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    assert doc["checkpoint"] == "last" and "last epoch" in out.with_suffix(".md").read_text()
+    last = ensemble.member_predictions(runs / "ft2-s0", checkpoint="last")["test"]
+    expected, _ = stage_result(last["pred"], last["gt"], last["subjects"], last["types"], last["pair"])
+    assert doc["seeds"]["0"]["ft2"]["test"]["me"] == pytest.approx(expected["me"], rel=1e-9)
+    best_epoch = torch.load(runs / "ft2-s0" / "checkpoint_best.pt", map_location="cpu", weights_only=False)["epoch"]
+    if best_epoch != 2:     # the two checkpoints hold other weights: the scores must differ
+        best = ensemble.member_predictions(runs / "ft2-s0")["test"]
+        assert not np.allclose(best["pred"], last["pred"])
