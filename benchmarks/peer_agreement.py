@@ -86,6 +86,18 @@ def shared_error(e_ctd: np.ndarray, e_peer: np.ndarray) -> dict[str, float | Non
     return {"shared_rms": float(np.sqrt(cov)) if cov >= 0 else None, **own}
 
 
+def common_error(errors: list[np.ndarray], subjects: list[str]) -> dict[str, float]:
+    """The detectors' common signed error (their per-image mean) as RMS, split into the part each
+    subject's captures share (its mean) and the rest; between^2 + within^2 = rms^2."""
+    e = np.mean(errors, axis=0)
+    subj = np.asarray(subjects)
+    between = np.zeros_like(e)
+    for s in set(subjects):
+        between[subj == s] = e[subj == s].mean()
+    rms = lambda x: float(np.sqrt(np.mean(x ** 2)))   # noqa: E731
+    return {"rms": rms(e), "between_subjects_rms": rms(between), "within_subjects_rms": rms(e - between)}
+
+
 def seed_result(test: dict[str, Any], peers: dict[str, np.ndarray]) -> dict[str, Any]:
     """ctd alone, each peer alone and each consensus, scored on the PFL pair, with the error correlation."""
     pair = list(test["pair"])
@@ -105,6 +117,8 @@ def seed_result(test: dict[str, Any], peers: dict[str, np.ndarray]) -> dict[str,
         rows[name] = {**score(corners), "error_correlation_with_ctd": correlation(e_ctd, e_peer),
                       "abs_difference_from_ctd": float(np.mean(np.abs(e_ctd - e_peer))), **shared_error(e_ctd, e_peer)}
         rows[f"ctd + {name}"] = score((ctd + corners) / 2.0)
+    rows["common error"] = common_error([e_ctd] + [signed_pfl_error(c, truth) for c in peers.values()],
+                                        list(test["subjects"]))
     return rows
 
 
@@ -130,11 +144,14 @@ def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, Any]]) -> str:
              "| | mean abs PFL error | signed | eye corners (px) | test-retest (types 1 vs 5) | "
              "correlation of signed errors with ctd | abs PFL difference from ctd | RMS shared with ctd | "
              "peer's own RMS | ctd's own RMS |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in [r for r in rows if r != "common error"]:
         lines.append(f"| {r} | {cell(r, 'pfl_abs')} | {cell(r, 'pfl_signed')} | {cell(r, 'corner_px', 1.0, unit='')} | "
                      f"{cell(r, 'retest')} | {cell(r, 'error_correlation_with_ctd', 1.0, '.2f', '')} | "
                      f"{cell(r, 'abs_difference_from_ctd')} | {cell(r, 'shared_rms')} | {cell(r, 'peer_own_rms')} | "
                      f"{cell(r, 'ctd_own_rms')} |")
+    lines += ["", "The detectors' common error (the per-image mean of ctd's and every peer's signed error), RMS: "
+              f"{cell('common error', 'rms')}; the part every capture of a subject shares "
+              f"{cell('common error', 'between_subjects_rms')}; the rest {cell('common error', 'within_subjects_rms')}."]
     return "\n".join(lines) + "\n"
 
 

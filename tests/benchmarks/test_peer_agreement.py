@@ -76,6 +76,10 @@ def test_peers_consensus_and_correlation(run, tmp_path):
     assert rows["follows"]["peer_own_rms"] == pytest.approx(0.0, abs=1e-6)
     assert rows["follows"]["ctd_own_rms"] == pytest.approx(np.sqrt(0.5) * sd, rel=1e-6)
     assert "| ctd + follows |" in out.with_suffix(".md").read_text()
+    common = rows["common error"]     # the mean of ctd's error and half of it, split by subject
+    assert common["rms"] == pytest.approx(float(np.sqrt(np.mean((0.75 * e_ctd) ** 2))), rel=1e-6)
+    assert common["between_subjects_rms"] ** 2 + common["within_subjects_rms"] ** 2 == pytest.approx(common["rms"] ** 2)
+    assert "common error" in out.with_suffix(".md").read_text()
 
 
 def test_a_peer_without_one_of_the_test_images_is_refused(run, tmp_path):
