@@ -14,3 +14,8 @@ def publish(out: Path, doc: dict[str, Any], table: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out.with_suffix(".json"), doc)
     write_text_atomic(out.with_suffix(".md"), table)
+
+
+def publish_by_seed(out: Path, meta: dict[str, Any], seeds: dict[int, Any], table: str) -> None:
+    """`publish` for a per-seed benchmark: the meta fields and {"seeds": {"0": ..., ...}}."""
+    publish(out, {**meta, "seeds": {str(k): v for k, v in seeds.items()}}, table)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from _results import publish
+from _results import publish_by_seed
 from cascade import image_types, stage_result
 
 SPLITS = ("val", "test")
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                                     args.max_size)
     meta = {"machine": describe_machine(), "root": str(args.root), "members": args.members, "seeds": args.seeds,
             "schema": args.schema, "checkpoint": args.checkpoint}
-    publish(args.out, {**meta, "seeds": {str(k): v for k, v in seeds.items()}}, markdown(meta, seeds))
+    publish_by_seed(args.out, meta, seeds, markdown(meta, seeds))
     return 0
 
 

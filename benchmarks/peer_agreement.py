@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from _results import publish
+from _results import publish_by_seed
 from cascade import stage_result
 from ensemble import member_predictions
 
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds[seed] = seed_result(test, peer_corners(peers_json, test["images"], args.calibration))
     meta = {"machine": describe_machine(), "root": str(args.root), "member": args.member, "seeds": args.seeds,
             "peers": args.peers, "calibration": args.calibration}
-    publish(args.out, {**meta, "seeds": {str(k): v for k, v in seeds.items()}}, markdown(meta, seeds))
+    publish_by_seed(args.out, meta, seeds, markdown(meta, seeds))
     return 0
 
 

@@ -393,8 +393,7 @@ def _add_pfl_length_term(setup: Setup, result: dict[str, Any], batch: dict[str, 
                          device: torch.device) -> dict[str, Any]:
     """result with l_pfl (the relative PFL-length error of the decoded pair, in float32) added to
     its loss, weighted by TrainConfig.pfl_length_weight."""
-    stride = setup.codec.stride
-    landmarks_hm = (batch["landmarks"].to(device).float() - (stride - 1) / 2.0) / stride   # HeatmapCodec.crop_to_heatmap
+    landmarks_hm = torch.from_numpy(setup.codec.crop_to_heatmap(batch["landmarks"].numpy())).float().to(device)
     l_pfl = pfl_length_loss(result["pred"], landmarks_hm, setup.schema.pfl_pair, batch["target_weight"].to(device))
     return {**result, "l_pfl": l_pfl, "loss": result["loss"] + setup.config.pfl_length_weight * l_pfl}
 
