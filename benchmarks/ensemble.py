@@ -75,6 +75,9 @@ def member_predictions(run: Path, common_schema: str | None = None, checkpoint: 
         columns, pair = schema_columns(loaded.schema, common), tuple(common.pfl_pair)
     out: dict[str, Any] = {}
     for split in SPLITS:
+        if split == "val" and (loaded.config or {}).get("val_subjects") == 0:
+            out[split] = None  # a final fit (--val-subjects 0) has no validation split: scored on test only
+            continue
         r = evaluate_loaded(loaded, split=split, write=False)
         pred, gt = (r.pred, r.gt) if columns is None else (r.pred[:, columns], r.gt[:, columns])
         out[split] = {"pred": pred, "gt": gt, "images": list(r.image_names), "subjects": list(r.subjects),
@@ -84,11 +87,13 @@ def member_predictions(run: Path, common_schema: str | None = None, checkpoint: 
 
 
 def score_subsets(members: dict[str, dict[str, Any]], max_size: int) -> dict[str, dict[str, Any]]:
-    """{"a+b": {"val": stage_result, "test": stage_result}} for every subset up to max_size."""
+    """{"a+b": {"val": stage_result, "test": stage_result}} for every subset up to max_size; a
+    split that some member lacks (a final fit's val) is None for every subset of that seed."""
     names = list(members)
     first = members[names[0]]
+    splits = [s for s in SPLITS if all(members[n][s] is not None for n in names)]
     for name in names[1:]:
-        for split in SPLITS:
+        for split in splits:
             if members[name][split]["gt"].shape != first[split]["gt"].shape:
                 raise SystemExit(f"member {name} has other landmarks than {names[0]}: give --schema to score "
                                  "them on common points")
@@ -98,8 +103,8 @@ def score_subsets(members: dict[str, dict[str, Any]], max_size: int) -> dict[str
     out: dict[str, dict[str, Any]] = {}
     for k in range(1, min(max_size, len(names)) + 1):
         for subset in itertools.combinations(names, k):
-            row = {}
-            for split in SPLITS:
+            row: dict[str, Any] = {split: None for split in SPLITS}
+            for split in splits:
                 ref = first[split]
                 pred = np.mean([members[n][split]["pred"] for n in subset], axis=0)
                 row[split], _ = stage_result(pred, ref["gt"], ref["subjects"], ref["types"], ref["pair"])
@@ -111,11 +116,16 @@ def score_subsets(members: dict[str, dict[str, Any]], max_size: int) -> dict[str
 def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, dict[str, Any]]]) -> str:
     subsets = list(next(iter(seeds.values())))
 
-    def cell(subset: str, split: str, key: str, scale: float = 100.0, fmt: str = ".2f") -> str:
-        vals = [s[subset][split][key] for s in seeds.values() if s[subset][split][key] is not None]
-        return f"{scale * np.mean(vals):{fmt}}" if vals else "—"
+    def cell(subset: str, split: str, key: str, scale: float = 100.0, fmt: str = ".2f", unit: str = "%") -> str:
+        vals = [s[subset][split][key] for s in seeds.values()
+                if s[subset][split] is not None and s[subset][split][key] is not None]
+        return f"{scale * np.mean(vals):{fmt}}{unit}" if vals else "—"
 
-    order = sorted(subsets, key=lambda s: np.mean([v[s]["val"]["pfl_abs"] for v in seeds.values()]))
+    def validation_choice(subset: str) -> float:  # subsets without validation (final fits) go last
+        vals = [v[subset]["val"] for v in seeds.values()]
+        return float(np.mean([r["pfl_abs"] for r in vals])) if all(r is not None for r in vals) else float("inf")
+
+    order = sorted(subsets, key=validation_choice)
     lines = [f"# ensemble: landmark averages of {', '.join(meta['members'])}", "",
              f"- machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores; runs {meta['root']}/NAME-sSEED; "
              f"seeds {meta['seeds']}; means over seeds; PFL errors in % of the true PFL"
@@ -125,10 +135,10 @@ def markdown(meta: dict[str, Any], seeds: dict[int, dict[str, dict[str, Any]]]) 
              "| members | val abs PFL error | val ME | val retest | test abs PFL error | test signed | test ME | "
              "test corner px | test retest |", "|---|---|---|---|---|---|---|---|---|"]
     for s in order:
-        lines.append(f"| {s} | {cell(s, 'val', 'pfl_abs')}% | {cell(s, 'val', 'me', 1.0, '.4f')} | "
-                     f"{cell(s, 'val', 'retest')}% | {cell(s, 'test', 'pfl_abs')}% | {cell(s, 'test', 'pfl_signed')}% | "
-                     f"{cell(s, 'test', 'me', 1.0, '.4f')} | {cell(s, 'test', 'corner_px', 1.0)} | "
-                     f"{cell(s, 'test', 'retest')}% |")
+        lines.append(f"| {s} | {cell(s, 'val', 'pfl_abs')} | {cell(s, 'val', 'me', 1.0, '.4f', '')} | "
+                     f"{cell(s, 'val', 'retest')} | {cell(s, 'test', 'pfl_abs')} | {cell(s, 'test', 'pfl_signed')} | "
+                     f"{cell(s, 'test', 'me', 1.0, '.4f', '')} | {cell(s, 'test', 'corner_px', 1.0, '.2f', '')} | "
+                     f"{cell(s, 'test', 'retest')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -75,9 +75,12 @@ def validation_set(run: Any, folder: str | Path | None, max_images: int) -> tupl
 
         cfg = TrainConfig.from_dict(run.config)
         subjects = read_annotations(data, validate_images=False).subjects
-        val = split_indices(subjects, cfg)["val"]
-        images, crops = _annotated_set(Path(data), val, cfg.margin, run, max_images)
-        return images, crops, f"validation split of {data} ({len(val)} images)"
+        splits = split_indices(subjects, cfg)
+        # a final fit (val_subjects 0) has no validation split; parity needs real faces, not unseen ones
+        name = "validation" if splits["val"] else "training"
+        chosen = splits["val"] or splits["train"]
+        images, crops = _annotated_set(Path(data), chosen, cfg.margin, run, max_images)
+        return images, crops, f"{name} split of {data} ({len(chosen)} images)"
     where = f" ({data})" if data else ""
     raise CtdError(
         f"no validation images for the parity gate: the run's data folder{where} is not available; "

@@ -45,7 +45,7 @@ def train_cmd(
         None, "--teacher-run", help="kd: the trained ctd run folder whose heatmaps and encoder features the student learns."),
     train_subjects: Optional[int] = typer.Option(None, "--train-subjects", help="Limited labels: this many training subjects."),
     train_images: Optional[int] = typer.Option(None, "--train-images", help="Limited labels: this many training images."),
-    val_subjects: Optional[int] = typer.Option(None, "--val-subjects", help="Validation subjects (default 10%)."),
+    val_subjects: Optional[int] = typer.Option(None, "--val-subjects", help="Validation subjects (default 10%); 0: the final fit, every non-test subject trains and the last epoch is kept."),
     test_subjects: Optional[int] = typer.Option(None, "--test-subjects", help="Test subjects (default 20%)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: the recipe's (TrainConfig)."),
     batch_size: int = typer.Option(2, "--batch-size"),

@@ -40,6 +40,8 @@ class TrainConfig:
     Limited labels: `train_subjects` keeps all images of that many training subjects,
     `train_images` exactly that many images (whole subjects first); give at most one.
     `val_subjects` / `test_subjects` default to 10% / 20% of the subjects (at least one each).
+    `val_subjects` 0 is the final fit: every subject but the test ones trains, nothing validates,
+    and the last epoch is the checkpoint kept (the recipe's epochs were chosen on validation before).
     `threads` None uses every core.
     """
 
@@ -108,7 +110,9 @@ class TrainConfig:
             raise CtdError(f"config: select must be {' or '.join(SELECT_KEYS)}, not {self.select!r}")
         positive("train_subjects", self.train_subjects, allow_none=True)
         positive("train_images", self.train_images, allow_none=True)
-        positive("val_subjects", self.val_subjects, allow_none=True)
+        if self.val_subjects is not None and not (self.val_subjects >= 0 and math.isfinite(self.val_subjects)):
+            raise CtdError(f"config: val_subjects must be 0 (the final fit: no validation) or a positive "
+                           f"number, not {self.val_subjects}")
         positive("test_subjects", self.test_subjects, allow_none=True)
         positive("threads", self.threads, allow_none=True)
         if not (self.lr_power >= 0 and math.isfinite(self.lr_power)):
@@ -133,6 +137,11 @@ class TrainConfig:
             raise CtdError("config: method kd (landmark distillation from a trained run) needs teacher_run "
                            "(--teacher-run RUN_DIR), and only kd takes one"
                            + ("" if self.teacher_run is None else f", not method {self.method.name!r}"))
+
+    @property
+    def final_fit(self) -> bool:
+        """No validation subjects: train on everything but the test split, keep the last epoch."""
+        return self.val_subjects == 0
 
     def resolved(self, num_subjects: int | None = None) -> "TrainConfig":
         """A copy with absolute paths, a run id and (given the data's subject count) the split sizes."""
@@ -191,8 +200,10 @@ class TrainConfig:
 
 
 def split_sizes(num_subjects: int, val: int | None, test: int | None) -> tuple[int, int]:
-    """(val, test) subject counts: given ones are kept, missing ones default to 10% / 20% (>= 1);
-    at least one subject must be left for training."""
+    """(val, test) subject counts: given ones are kept (val may be 0: the final fit), missing ones
+    default to 10% / 20% (>= 1); at least one subject must be left for training. The test subjects
+    of a seed do not depend on `val` (ctd_train.data.splits takes them last), so a final fit is
+    scored on the same test subjects as the runs that chose its recipe."""
     v = val if val is not None else max(1, round(DEFAULT_VAL_FRACTION * num_subjects))
     t = test if test is not None else max(1, round(DEFAULT_TEST_FRACTION * num_subjects))
     if num_subjects - v - t < 1:

@@ -276,7 +276,9 @@ def evaluate_loaded(
     images = read_annotations(data_dir, validate_images=False)
     indices = list(range(len(images))) if split == "all" else split_indices(images.subjects, config)[split]
     if not indices:
-        raise CtdError(f"the {split} split of {data_dir} has no images")
+        hint = (": the run is a final fit (val_subjects 0), trained without validation"
+                if split == "val" and config.final_fit else "")
+        raise CtdError(f"the {split} split of {data_dir} has no images{hint}")
     dataset = LandmarkCropDataset(images, indices, run.schema, run.normalization, run.codec, augment=None,
                                   margin=config.margin, seed=config.seed, crop=config.crop,
                                   crop_scale=config.crop_scale)

@@ -6,7 +6,8 @@ A run dir holds:
     config.json            the resolved TrainConfig
     split.json             the image names of the train / val / test splits
     checkpoint_last.pt     every epoch (with optimizer state: running again resumes from it)
-    checkpoint_best.pt     the epoch with the lowest validation ME (PFL-normalised)
+    checkpoint_best.pt     the epoch with the lowest validation ME (PFL-normalised); in a final fit
+                           (val_subjects 0: no validation) the last epoch
     metrics.jsonl          one JSON line per epoch: lr, loss terms, validation errors, times
     eval_test.json/.csv    the best checkpoint on the test split; ced.png its CED curve
 
@@ -405,7 +406,7 @@ def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopSta
     c, out = setup.config, setup.out
     kept = kept_predictor(setup, average)
     t1 = time.perf_counter()
-    val = _validate(setup, kept)
+    val = {} if c.final_fit else _validate(setup, kept)
     terms = {k: v / max(seen, 1) for k, v in sums.items()}
     total_iters = c.epochs * -(-len(setup.train_set) // c.batch_size)
     record: dict[str, Any] = {
@@ -414,15 +415,16 @@ def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopSta
         **terms,
         **val,
         "train_time_s": round(train_time, 3),
-        "val_time_s": round(time.perf_counter() - t1, 3),
         "images_per_s": round(seen / max(train_time, 1e-9), 3),
     }
+    if not c.final_fit:
+        record["val_time_s"] = round(time.perf_counter() - t1, 3)
     ratio = distillation_ratio(terms, c.method.distillation_weights())
     if ratio is not None:
         record["ld_ratio"] = ratio
     state.history.append(record)
     key = SELECT_KEYS[c.select]
-    improved = val[key] < state.best.get(key, float("inf"))
+    improved = c.final_fit or val[key] < state.best.get(key, float("inf"))  # a final fit keeps the last epoch
     if improved:
         state.best = {"epoch": epoch, **val}
         _save(setup, out / BEST, epoch, record, training=None, predictor=kept)
@@ -432,10 +434,11 @@ def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopSta
         training_state.update(average.training_state(setup.method.predictor))
     _save(setup, out / LAST, epoch, record, training=training_state, predictor=kept)
     _write_metrics(out, state.history)
+    scores = ("no validation (final fit)" if c.final_fit else
+              f"val ME {val['val_me_px']:.3f} px / {val['val_me_pfl']:.4f} PFL, |PFL error| "
+              f"{100 * val['val_pfl_abs']:.2f}%{'  (best)' if improved else ''}")
     console.print(
-        f"epoch {epoch}/{c.epochs}  {_fmt_epoch_terms(sums, seen, c.method.distillation_weights())}  val ME "
-        f"{val['val_me_px']:.3f} px / {val['val_me_pfl']:.4f} PFL, |PFL error| {100 * val['val_pfl_abs']:.2f}%"
-        f"{'  (best)' if improved else ''}  "
+        f"epoch {epoch}/{c.epochs}  {_fmt_epoch_terms(sums, seen, c.method.distillation_weights())}  {scores}  "
         f"{record['images_per_s']:.2f} img/s",
         highlight=False,
     )

@@ -28,7 +28,27 @@ def runs(tmp_path, monkeypatch):
     train(tiny_config(data, root / "other-s0", method="ft", epochs=1, seed=1), progress=False, evaluate_test=False)
     train(tiny_config(data, root / "all58-s0", method="ft", epochs=1, schema="imm58"), progress=False,
           evaluate_test=False)
+    train(tiny_config(data, root / "final-s0", method="ft", epochs=1, val_subjects=0), progress=False,
+          evaluate_test=False)
     return root
+
+
+def test_a_final_fit_is_scored_on_test_only(runs, tmp_path):
+    """A member trained without validation (--val-subjects 0) shares the test split, not the val
+    one: every subset of the seed is scored on test alike, and the val cells are empty."""
+    out = tmp_path / "res" / "final"
+    assert ensemble.main(["--root", str(runs), "--members", "ft", "final", "--seeds", "0", "--threads", "1",
+                          "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["seeds"]["0"]
+    assert all(rows[s]["val"] is None for s in ("ft", "final", "ft+final"))
+    assert rows["final"]["test"]["pfl_abs"] != rows["ft"]["test"]["pfl_abs"]
+    assert ensemble.main(["--root", str(runs), "--members", "ft", "--seeds", "0", "--threads", "1",
+                          "--out", str(tmp_path / "res" / "alone")]) == 0
+    alone = json.loads((tmp_path / "res" / "alone.json").read_text())["seeds"]["0"]["ft"]
+    assert alone["val"] is not None and alone["test"]["pfl_abs"] == pytest.approx(rows["ft"]["test"]["pfl_abs"])
+    table = out.with_suffix(".md").read_text().splitlines()
+    final_row = next(line for line in table if line.startswith("| final |"))
+    assert final_row.split("|")[2].strip() == "—" and final_row.split("|")[5].strip().endswith("%")
 
 
 def test_every_subset_is_scored_from_the_mean_of_its_members(runs, tmp_path, capsys):
