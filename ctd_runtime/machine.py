@@ -19,6 +19,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that compute in bfloat16
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (from /proc/cpuinfo on Linux; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_bf16_support(flags: set[str] | None = None) -> str | None:
+    """The flag by which this CPU computes in bfloat16 natively, or None. Without one (an AVX2-only
+    CPU), torch emulates bfloat16 and autocast makes training slower, not faster
+    (benchmarks/train_settings.py)."""
+    flags = cpu_flags() if flags is None else flags
+    return next((f for f in BF16_CPU_FLAGS if f in flags), None)
+
+
 def usable_cores() -> int:
     """Cores this process may run on (the affinity mask, not the host's count)."""
     try:
@@ -34,6 +56,7 @@ def describe_machine(**extra: Any) -> dict[str, Any]:
     return {
         "cpu": cpu_model(),
         "cores": usable_cores(),
+        "cpu_bf16": cpu_bf16_support() or "none",
         "python": platform.python_version(),
         "platform": platform.platform(),
         "onnxruntime": onnxruntime.__version__,

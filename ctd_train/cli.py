@@ -85,7 +85,7 @@ def train_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: every core)."),
     device: str = typer.Option("auto", "--device", help="auto (a CUDA GPU when torch sees one) | cpu | cuda | cuda:N."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
-    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast on the CPU."),
+    bf16: Optional[bool] = typer.Option(None, "--bf16/--no-bf16", help="bfloat16 autocast for the training step (default: on where the CPU or GPU computes in bfloat16, e.g. AVX-512 BF16; off on AVX2-only CPUs, where it is slower)."),
     decode: Optional[str] = typer.Option(None, "--decode", help="Decode for validation and test: argmax, quarter, dark."),
     run_id: Optional[str] = typer.Option(None, "--run-id"),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),

@@ -78,7 +78,10 @@ class TrainConfig:
     select: str = "me"          # the checkpoint kept as best: lowest validation ME ("me") or mean |PFL error| ("pfl")
     workers: int = 0            # measured on 2 cores: worker processes do not help (docs/cpu_training.md)
     channels_last: bool = True  # measured: faster on the CPU (docs/cpu_training.md)
-    bf16: bool = True           # bfloat16 autocast for the training step; validation stays float32
+    # bfloat16 autocast for the training step (validation stays float32); None: on where the device
+    # computes in bfloat16 (a CUDA GPU that supports it, a CPU with AVX-512 BF16 or AMX), resolved
+    # and saved when the run starts (auto_bf16; measured: benchmarks/train_settings.py)
+    bf16: bool | None = None
     threads: int | None = None
     device: str = "auto"        # auto (cuda when available) | cpu | cuda | cuda:N
     decode: str = "dark"        # measured better than argmax and quarter on IMM (README)
@@ -159,6 +162,8 @@ class TrainConfig:
         if c.run_id is None:
             stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             c.run_id = f"{Path(c.out).name}-{stamp}-{secrets.token_hex(3)}"
+        if c.bf16 is None:
+            c.bf16 = auto_bf16(c.device)
         if num_subjects is not None:
             c.val_subjects, c.test_subjects = split_sizes(num_subjects, self.val_subjects, self.test_subjects)
         return c
@@ -197,6 +202,21 @@ class TrainConfig:
         """`field: mine != other's` for every field that differs, except those in `ignore`."""
         a, b = self.to_dict(), other.to_dict()
         return [f"{k}: {b[k]!r} != {a[k]!r}" for k in a if k not in ignore and a[k] != b[k]]
+
+
+def auto_bf16(device: str) -> bool:
+    """Whether bfloat16 autocast speeds up training on `device` (auto, cpu, cuda, cuda:N): on a
+    CUDA GPU where torch says it supports bfloat16, on a CPU with native bfloat16 instructions
+    (ctd_runtime.machine.cpu_bf16_support). On an AVX2-only CPU torch emulates bfloat16 and a step
+    takes several times longer than in float32."""
+    import torch
+
+    from ctd_runtime.machine import cpu_bf16_support
+
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if cuda:
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return cpu_bf16_support() is not None
 
 
 def split_sizes(num_subjects: int, val: int | None, test: int | None) -> tuple[int, int]:

@@ -167,6 +167,8 @@ def prepare(config: TrainConfig) -> Setup:
         previous = None  # a start that failed or was killed before its first epoch: nothing to resume
     if previous is not None:
         resolved.run_id = previous.run_id
+        if config.bf16 is None:  # left to the machine: a resumed run keeps the precision it started with
+            resolved.bf16 = previous.bf16
         diffs = resolved.differences(previous)
         if diffs:
             raise CtdError(
