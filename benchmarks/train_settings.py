@@ -32,7 +32,10 @@ SETTINGS = {  # name: (bf16, channels_last)
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--teacher-weights", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--teacher", default="hse-mobilenet-vggface2")
+    p.add_argument("--teacher-weights", type=Path, default=None,
+                   help="default: ../shared's HSE MobileNet weights for that teacher, else the teacher's own")
+    p.add_argument("--input-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=12, help="timed steps per setting and round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=3)
@@ -45,8 +48,11 @@ def _setup(args: argparse.Namespace, bf16: bool, channels_last: bool, out: Path)
     from ctd_train.config import TrainConfig
     from ctd_train.trainer import build_optimizer, prepare
 
-    config = TrainConfig(data=str(args.data), out=str(out), teacher_weights=str(args.teacher_weights),
-                         bf16=bf16, channels_last=channels_last, seed=0, val_subjects=5, test_subjects=10)
+    weights = args.teacher_weights or (DEFAULT_WEIGHTS if args.teacher == "hse-mobilenet-vggface2" else None)
+    config = TrainConfig(data=str(args.data), out=str(out), teacher=args.teacher,
+                         teacher_weights=None if weights is None else str(weights),
+                         input_size=args.input_size, bf16=bf16, channels_last=channels_last, seed=0,
+                         val_subjects=1, test_subjects=1)
     setup = prepare(config)
     if channels_last:
         import torch

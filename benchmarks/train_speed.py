@@ -1,7 +1,7 @@
 """Training images per second on this CPU for each teacher backbone (and the from-scratch HG).
 
-Each row is a real `ctd train` run (`ctd_train.trainer.train`, default settings: bf16 autocast,
-channels_last, batch 2, 256x256) on the IMM faces for a few epochs; the number is the median of
+Each row is a real `ctd train` run (`ctd_train.trainer.train`, default settings: bf16 autocast where
+the CPU computes in bfloat16 (auto), channels_last, batch 2, 256x256) on the IMM faces for a few epochs; the number is the median of
 the per-epoch `images_per_s` in metrics.jsonl after the first epoch. Teachers whose weights are
 not on this machine (resnet50-vggface2) run with random weights in the same architecture, written
 in the original pickle format, and the table says so.
@@ -99,9 +99,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             console.print(f"{row['teacher']} {method}: {row['images_per_s']:.1f} img/s")
     import torch
 
+    from ctd_train.config import auto_bf16
+
     result = {"benchmark": "train_speed", "machine": describe_machine(torch=torch.__version__,
               torch_threads=torch.get_num_threads()), "settings": {"batch_size": 2, "input_size": 256,
-              "bf16": True, "channels_last": True, "train_images": args.train_images}, "rows": rows}
+              "bf16": auto_bf16("cpu"), "channels_last": True, "train_images": args.train_images}, "rows": rows}
     table = Table("teacher", "method", "train images/s", "weights",
                   title=f"training speed, {result['machine']['cpu']} ({result['machine']['cores']} cores)")
     for r in rows:
