@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline", default=None, help="variant the others are paired with (default: the first)")
     add_run_args(p, epochs=20, train_subjects=10, out="runs/lambda_sweep", name="lambda_sweep")
     args = p.parse_args(argv)
+    if args.val_subjects == 0:
+        p.error("--val-subjects 0 is a final fit, without the validation split this sweep chooses on")
     if args.train_subjects == 0:
         args.train_subjects = None
     return args

@@ -78,7 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.val_subjects is not None and args.val_subjects < 1:
+        p.error("--val-subjects must be at least 1: the table chooses each method's epoch on validation")
+    return args
 
 
 def run_config(args: argparse.Namespace, method: str, seed: int):

@@ -84,3 +84,18 @@ def test_a_negative_validation_count_is_refused(bad):
 def test_zero_validation_subjects_is_the_final_fit():
     assert TrainConfig(data="d", out="o", val_subjects=0).final_fit
     assert not TrainConfig(data="d", out="o").final_fit and not TrainConfig(data="d", out="o", val_subjects=2).final_fit
+
+
+@pytest.mark.parametrize("script,argv", [
+    ("lambda_sweep", ["--variants", "ft:method=ft", "--val-subjects", "0"]),
+    ("paper_table", ["--val-subjects", "0"]),
+])
+def test_the_benchmarks_that_choose_on_validation_refuse_a_final_fit(script, argv, capsys):
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as e:
+        module.parse_args(argv)
+    assert e.value.code == 2 and "validation" in capsys.readouterr().err
