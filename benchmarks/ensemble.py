@@ -1,6 +1,7 @@
 """Does averaging the landmarks of several trained models lower the PFL error? Every subset of the
 member runs (trained on the same split) is scored on validation, which decides, and on test,
-reported beside it (docs/accuracy.md).
+reported beside it (docs/accuracy.md). A final fit (--val-subjects 0) has no validation: where a
+member is one, every subset of that seed is scored on test only.
 
     python benchmarks/ensemble.py --root runs/recipe-study --members face ft100 hg100 --seeds 0 \
         --out benchmarks/results/ensemble

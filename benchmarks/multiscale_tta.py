@@ -48,6 +48,8 @@ def evaluate(run_dir: Path, margins: list[float]) -> dict[str, dict[str, dict[st
 
     run = load_run(run_dir)
     cfg = TrainConfig.from_dict(run.config, where=run.checkpoint_path)
+    if cfg.final_fit:
+        raise SystemExit(f"{run_dir} is a final fit (--val-subjects 0): it has no validation split to choose on")
     images = read_annotations(cfg.data, validate_images=False)
     splits = split_indices(images.subjects, cfg)
     out: dict[str, dict[str, dict[str, float]]] = {}

@@ -68,8 +68,9 @@ def measure(teacher: str | None, method: str, weights: Path | None, data: Path, 
     run_dir = train(config, progress=False, evaluate_test=False)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     speeds = [r["images_per_s"] for r in records[1:]] or [records[0]["images_per_s"]]
+    saved = json.loads((run_dir / "config.json").read_text())
     return {"teacher": teacher or "-", "method": method, "images_per_s": statistics.median(speeds),
-            "epochs_timed": len(speeds)}
+            "epochs_timed": len(speeds), "bf16": saved["bf16"], "device": saved["device"]}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -99,11 +100,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             console.print(f"{row['teacher']} {method}: {row['images_per_s']:.1f} img/s")
     import torch
 
-    from ctd_train.config import auto_bf16
-
     result = {"benchmark": "train_speed", "machine": describe_machine(torch=torch.__version__,
               torch_threads=torch.get_num_threads()), "settings": {"batch_size": 2, "input_size": 256,
-              "bf16": auto_bf16("cpu"), "channels_last": True, "train_images": args.train_images}, "rows": rows}
+              "bf16": sorted({r["bf16"] for r in rows}), "channels_last": True, "train_images": args.train_images}, "rows": rows}
     table = Table("teacher", "method", "train images/s", "weights",
                   title=f"training speed, {result['machine']['cpu']} ({result['machine']['cores']} cores)")
     for r in rows:

@@ -53,7 +53,7 @@ def export_cmd(
         0.1, "--tolerance", help="Parity gate: largest landmark difference allowed, source pixels."
     ),
     images: Optional[Path] = typer.Option(
-        None, "--images", help="Folder of validation images (default: the run's validation split)."
+        None, "--images", help="Folder of validation images (default: the run's validation split; a final fit's training split)."
     ),
     max_images: int = typer.Option(16, "--max-images", min=1, help="Crops the parity gate compares."),
     which: str = typer.Option("best", "--checkpoint", help="best | last"),

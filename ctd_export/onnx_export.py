@@ -73,7 +73,7 @@ class ExportOptions:
     raw: bool = False                  # plain predictor: normalised NCHW `input` -> `heatmaps`
     tolerance_px: float = 0.1          # parity gate, source pixels, FP32
     heatmap_tolerance: float = 0.01    # parity gate: heatmaps, fraction of their magnitude
-    images: str | None = None          # folder of validation images (default: the run's val split)
+    images: str | None = None          # folder of validation images (default: the run's val split; a final fit's train split)
     max_images: int = 16               # crops the parity gate compares
     which: str = "best"                # checkpoint: best | last
     schema: str | None = None          # refuse a run trained for another schema

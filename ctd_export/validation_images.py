@@ -1,4 +1,4 @@
-"""The parity gate's images: the run's validation split, or a folder of face images, each with
+"""The parity gate's images: the run's validation split (its training split in a final fit), or a folder of face images, each with
 the crop affine a face box gives (and rotated, scaled variants when there are few images)."""
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def validation_set(run: Any, folder: str | Path | None, max_images: int) -> tupl
     """(uint8 BGR images, crop affines [N, 2, 3], where they come from) for the parity gate.
 
     A `folder` wins (a ctd data folder: boxes around its annotated points; otherwise centred
-    square crops); else the run's validation split, from the data folder its config names. Each
+    square crops); else the run's validation split (the training split of a final fit, which has none), from the
+    data folder its config names. Each
     image also appears rotated and scaled when there are fewer images than `max_images`.
     """
     if folder:
@@ -77,8 +78,8 @@ def validation_set(run: Any, folder: str | Path | None, max_images: int) -> tupl
         subjects = read_annotations(data, validate_images=False).subjects
         splits = split_indices(subjects, cfg)
         # a final fit (val_subjects 0) has no validation split; parity needs real faces, not unseen ones
-        name = "validation" if splits["val"] else "training"
-        chosen = splits["val"] or splits["train"]
+        name = "training" if cfg.final_fit else "validation"
+        chosen = splits["train"] if cfg.final_fit else splits["val"]
         images, crops = _annotated_set(Path(data), chosen, cfg.margin, run, max_images)
         return images, crops, f"{name} split of {data} ({len(chosen)} images)"
     where = f" ({data})" if data else ""

@@ -23,7 +23,8 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that
 
 
 def cpu_flags() -> set[str]:
-    """The CPU's feature flags (from /proc/cpuinfo on Linux; empty elsewhere)."""
+    """The CPU's feature flags (the `flags` line of /proc/cpuinfo on x86 Linux; empty elsewhere, so
+    on ARM and other platforms bfloat16 stays off unless asked for: it was not measured there)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):

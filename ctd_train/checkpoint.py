@@ -11,7 +11,7 @@ A checkpoint is a plain dict saved with `torch.save` (loaded with `weights_only=
     normalization Normalization.to_dict() of the predictor's input
     codec         {"input_size", "stride", "sigma"}
     predictor     the predictor's state dict (image -> heatmaps)
-    metrics       the validation metrics of this epoch
+    metrics       this epoch's record (its validation metrics; a final fit has none)
     training      (last checkpoint only) optimizer state, iteration, best, history: for resuming
 
 Files are written atomically (temporary name, then rename).

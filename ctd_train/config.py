@@ -1,7 +1,8 @@
 """The training configuration: one dataclass, resolved once and saved as `config.json` in the run dir.
 
-Resolution (`TrainConfig.resolved`) makes paths absolute, fixes the run id and the numbers of
-validation and test subjects, so the saved file alone says what the run did. The split is made by
+Resolution (`TrainConfig.resolved`) makes paths absolute, fixes the run id, the numbers of
+validation and test subjects and, where left to the machine, bfloat16 autocast (`auto_bf16`), so
+the saved file alone says what the run did. The split is made by
 subject and depends only on the data's subjects and the seed (`split_indices`).
 """
 
@@ -109,6 +110,8 @@ class TrainConfig:
         positive("crop_scale", self.crop_scale)
         if self.crop not in ("face", "schema", "pfl"):
             raise CtdError(f"config: crop must be face, schema or pfl, not {self.crop!r}")
+        if self.bf16 is not None and not isinstance(self.bf16, bool):
+            raise CtdError(f"config: bf16 must be true, false or null (auto), not {self.bf16!r}")
         if self.select not in SELECT_KEYS:
             raise CtdError(f"config: select must be {' or '.join(SELECT_KEYS)}, not {self.select!r}")
         positive("train_subjects", self.train_subjects, allow_none=True)
@@ -147,7 +150,8 @@ class TrainConfig:
         return self.val_subjects == 0
 
     def resolved(self, num_subjects: int | None = None) -> "TrainConfig":
-        """A copy with absolute paths, a run id and (given the data's subject count) the split sizes."""
+        """A copy with absolute paths, a run id, bf16 decided for this machine when left to it (None),
+        and (given the data's subject count) the split sizes."""
         self.check()
         c = replace(self)
         c.data = str(Path(self.data).expanduser().resolve())
@@ -215,7 +219,11 @@ def auto_bf16(device: str) -> bool:
 
     cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if cuda:
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if not torch.cuda.is_available():
+            return False
+        index = torch.device(device if device.startswith("cuda") else "cuda").index
+        major, _ = torch.cuda.get_device_capability(index)
+        return major >= 8  # Ampere and newer compute in bfloat16; older GPUs only emulate it
     return cpu_bf16_support() is not None
 
 

@@ -1,5 +1,6 @@
 """The training loop: validate everything, then Adam with polynomial learning-rate decay, validation
-every epoch, best/last checkpoints, `metrics.jsonl`, resumption, and a final test evaluation.
+every epoch (none in a final fit, val_subjects 0), best/last checkpoints, `metrics.jsonl`,
+resumption, and a final test evaluation.
 
 A run dir holds:
 
@@ -8,7 +9,7 @@ A run dir holds:
     checkpoint_last.pt     every epoch (with optimizer state: running again resumes from it)
     checkpoint_best.pt     the epoch with the lowest validation ME (PFL-normalised); in a final fit
                            (val_subjects 0: no validation) the last epoch
-    metrics.jsonl          one JSON line per epoch: lr, loss terms, validation errors, times
+    metrics.jsonl          one JSON line per epoch: lr, loss terms, validation errors (but in a final fit), times
     eval_test.json/.csv    the best checkpoint on the test split; ced.png its CED curve
 
 Reproducibility: python, numpy and torch are seeded from the config's seed; every epoch reseeds
@@ -167,7 +168,7 @@ def prepare(config: TrainConfig) -> Setup:
         previous = None  # a start that failed or was killed before its first epoch: nothing to resume
     if previous is not None:
         resolved.run_id = previous.run_id
-        if config.bf16 is None:  # left to the machine: a resumed run keeps the precision it started with
+        if config.bf16 is None and previous.bf16 is not None:  # left to the machine: a resumed run keeps its precision
             resolved.bf16 = previous.bf16
         diffs = resolved.differences(previous)
         if diffs:
@@ -404,7 +405,7 @@ def _add_pfl_length_term(setup: Setup, result: dict[str, Any], batch: dict[str, 
 def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopState, epoch: int,
                   sums: dict[str, float], seen: int, train_time: float, console: Console,
                   average: WeightAverage | None = None) -> dict[str, Any]:
-    """Validate, append the epoch's record, write best/last checkpoints and metrics.jsonl."""
+    """Validate (but in a final fit), append the epoch's record, write best/last checkpoints and metrics.jsonl."""
     c, out = setup.config, setup.out
     kept = kept_predictor(setup, average)
     t1 = time.perf_counter()

@@ -41,7 +41,7 @@ TRAIN_OPTIONS = [
     ("--threads", "0", "threads must be a positive number"),
     ("--threads", "-1", "threads must be a positive number"),
     ("--workers", "-1", "workers must be >= 0"),
-    ("--val-subjects", "0", "val_subjects must be a positive number"),
+    ("--val-subjects", "-1", "val_subjects must be 0 (the final fit: no validation) or a positive number"),
     ("--train-images", "0", "train_images must be a positive number"),
     ("--seed", "-1", "seed must be >= 0"),
     ("--head-channels", "0", "head_channels must be >= 1"),

@@ -15,14 +15,25 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import ensemble  # noqa: E402
 
 
-@pytest.fixture()
-def runs(tmp_path, monkeypatch):
-    from ctd_train.trainer import train
-    from tests.train._tiny_training import tiny_config, tiny_data, tiny_teachers
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Tiny runs trained once for the module (the tiny teachers stay registered while it runs)."""
+    from tests.train._tiny_training import tiny_teachers
 
-    tiny_teachers(monkeypatch)
-    data = tiny_data(tmp_path / "data")
-    root = tmp_path / "runs"
+    mp = pytest.MonkeyPatch()
+    tiny_teachers(mp)
+    try:
+        yield _train_runs(tmp_path_factory.mktemp("ensemble"))
+    finally:
+        mp.undo()
+
+
+def _train_runs(tmp: Path) -> Path:
+    from ctd_train.trainer import train
+    from tests.train._tiny_training import tiny_config, tiny_data
+
+    data = tiny_data(tmp / "data")
+    root = tmp / "runs"
     for name, method, epochs in (("ft", "ft", 1), ("ft2", "ft", 2)):
         train(tiny_config(data, root / f"{name}-s0", method=method, epochs=epochs), progress=False, evaluate_test=False)
     train(tiny_config(data, root / "other-s0", method="ft", epochs=1, seed=1), progress=False, evaluate_test=False)

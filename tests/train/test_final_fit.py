@@ -22,13 +22,15 @@ def runs(tmp_path_factory):
     """(final fit, the same seed with one validation subject, data), one tiny training each."""
     mp = pytest.MonkeyPatch()
     tiny_teachers(mp)
-    root = tmp_path_factory.mktemp("final-fit")
-    data = tiny_data(root / "data")
-    final = train(tiny_config(data, root / "final", method="ft", epochs=2, val_subjects=0), progress=False)
-    usual = train(tiny_config(data, root / "usual", method="ft", epochs=1, val_subjects=1), progress=False,
-                  evaluate_test=False)
-    yield final, usual, data
-    mp.undo()
+    try:
+        root = tmp_path_factory.mktemp("final-fit")
+        data = tiny_data(root / "data")
+        final = train(tiny_config(data, root / "final", method="ft", epochs=2, val_subjects=0), progress=False)
+        usual = train(tiny_config(data, root / "usual", method="ft", epochs=1, val_subjects=1), progress=False,
+                      evaluate_test=False)
+        yield final, usual, data
+    finally:
+        mp.undo()
 
 
 def _split(run: Path) -> dict[str, list[str]]:
