@@ -67,6 +67,7 @@ def member_predictions(run: Path, common_schema: str | None = None, checkpoint: 
     `checkpoint` (on `common_schema`'s points when given). The run is loaded once for both splits."""
     from ctd_runtime.schema import get_schema
     from ctd_train.checkpoint import load_run
+    from ctd_train.config import TrainConfig
     from ctd_train.evaluate import evaluate_loaded
 
     loaded = load_run(run, which=checkpoint)
@@ -74,9 +75,10 @@ def member_predictions(run: Path, common_schema: str | None = None, checkpoint: 
     if common_schema is not None:
         common = get_schema(common_schema)
         columns, pair = schema_columns(loaded.schema, common), tuple(common.pfl_pair)
+    final_fit = TrainConfig.from_dict(loaded.config, where=loaded.checkpoint_path).final_fit
     out: dict[str, Any] = {}
     for split in SPLITS:
-        if split == "val" and (loaded.config or {}).get("val_subjects") == 0:
+        if split == "val" and final_fit:
             out[split] = None  # a final fit (--val-subjects 0) has no validation split: scored on test only
             continue
         r = evaluate_loaded(loaded, split=split, write=False)

@@ -62,22 +62,15 @@ def _setup(args: argparse.Namespace, bf16: bool, channels_last: bool, out: Path)
 
 
 def _step(setup, optimizer, batch) -> float:
-    """One training step as the trainer takes it (autocast, loss, backward, Adam); seconds."""
+    """One training step as the trainer takes it (ctd_train.trainer.train_step); seconds."""
     import torch
 
-    from ctd_train.trainer import _add_pfl_length_term
+    from ctd_train.losses import landmark_loss_weights
+    from ctd_train.trainer import train_step
 
-    c = setup.config
-    x = batch["image"]
-    if c.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    weights = landmark_loss_weights(setup.schema.num_landmarks, setup.schema.pfl_pair, setup.config.pfl_weight)
     t0 = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=c.bf16):
-        result = setup.method(x, batch["heatmaps"], batch["target_weight"])
-    result = _add_pfl_length_term(setup, result, batch, torch.device("cpu"))
-    result["loss"].backward()
-    optimizer.step()
+    train_step(setup, optimizer, batch, torch.device("cpu"), weights)
     return time.perf_counter() - t0
 
 
@@ -112,7 +105,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict[str, Any]]:
 
 def markdown(meta: dict[str, Any], rows: dict[str, dict[str, Any]]) -> str:
     lines = [f"# training-step speed of the CPU settings ({meta['machine']['cpu']}, {meta['machine']['cores']} cores)", "",
-             f"- CPU bfloat16 support: {meta['bf16_support']}; the auto default trains in bfloat16: "
+             f"- CPU bfloat16 support: {meta['machine']['cpu_bf16']}; the auto default trains in bfloat16: "
              f"{meta['bf16_auto']}",
              f"- the recipe's model, batch 2, 256 px; {meta['rounds']} rounds x {meta['steps']} steps per setting, "
              "settings interleaved step by step; median (interquartile range) of the step times", "",
@@ -126,13 +119,13 @@ def markdown(meta: dict[str, Any], rows: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import tempfile
 
-    from ctd_runtime.machine import cpu_bf16_support, describe_machine
+    from ctd_runtime.machine import describe_machine
     from ctd_train.config import auto_bf16
 
     args = parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         rows = measure(args, Path(tmp))
-    meta = {"machine": describe_machine(), "bf16_support": cpu_bf16_support() or "none", "bf16_auto": auto_bf16("cpu"),
+    meta = {"machine": describe_machine(), "bf16_auto": auto_bf16("cpu"),
             "steps": args.steps, "rounds": args.rounds, "warmup": args.warmup}
     publish(args.out, {"meta": meta, "rows": rows}, markdown(meta, rows))
     return 0

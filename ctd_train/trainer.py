@@ -368,29 +368,38 @@ def _train_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopStat
         for batch in _loader(setup, epoch):
             for group in optimizer.param_groups:
                 group["lr"] = poly_lr(group["base_lr"], state.iteration, total_iters, c.lr_power)
-            x = batch["image"].to(device, non_blocking=True)
-            if c.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.bf16):
-                result = method(x, batch["heatmaps"].to(device), batch["target_weight"].to(device) * loss_weights)
-            if c.pfl_length_weight > 0:
-                result = _add_pfl_length_term(setup, result, batch, device)
-            loss = result["loss"]
-            if not torch.isfinite(loss):
-                raise CtdError(f"the loss became {loss.item()} at epoch {epoch}, iteration {state.iteration + 1}; "
-                               f"try a lower learning rate than {c.lr:g}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            result = train_step(setup, optimizer, batch, device, loss_weights,
+                                where=f"at epoch {epoch}, iteration {state.iteration + 1}")
             if average is not None:
                 average.update(method.predictor)
             state.iteration += 1
-            n = int(x.shape[0])
+            n = int(batch["image"].shape[0])
             seen += n
             for k in sums:
                 sums[k] += float(result[k].detach()) * n
             bar.update(task, advance=1, losses=_fmt_epoch_terms(sums, seen, c.method.distillation_weights()))
     return sums, seen, time.perf_counter() - t0
+
+
+def train_step(setup: Setup, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+               device: torch.device, loss_weights: torch.Tensor, where: str = "") -> dict[str, Any]:
+    """One optimisation step on `batch` as the run's config asks (channels_last, bf16 autocast, the
+    PFL-length term); returns the method's loss terms. CtdError (naming `where`) on a non-finite loss."""
+    c = setup.config
+    x = batch["image"].to(device, non_blocking=True)
+    if c.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=c.bf16):
+        result = setup.method(x, batch["heatmaps"].to(device), batch["target_weight"].to(device) * loss_weights)
+    if c.pfl_length_weight > 0:
+        result = _add_pfl_length_term(setup, result, batch, device)
+    loss = result["loss"]
+    if not torch.isfinite(loss):
+        raise CtdError(f"the loss became {loss.item()} {where}; try a lower learning rate than {c.lr:g}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return result
 
 
 def _add_pfl_length_term(setup: Setup, result: dict[str, Any], batch: dict[str, torch.Tensor],
@@ -427,7 +436,8 @@ def _finish_epoch(setup: Setup, optimizer: torch.optim.Optimizer, state: LoopSta
         record["ld_ratio"] = ratio
     state.history.append(record)
     key = SELECT_KEYS[c.select]
-    improved = c.final_fit or val[key] < state.best.get(key, float("inf"))  # a final fit keeps the last epoch
+    # a final fit keeps its last epoch: written once, at the end, not beside every checkpoint_last.pt
+    improved = epoch == c.epochs if c.final_fit else val[key] < state.best.get(key, float("inf"))
     if improved:
         state.best = {"epoch": epoch, **val}
         _save(setup, out / BEST, epoch, record, training=None, predictor=kept)
